@@ -1,0 +1,225 @@
+//! Phase 1: one client's TCP connect and login (uring-chat `connect`, or Redis `SUBSCRIBE`).
+//!
+//! Login replies are parsed with serde_json: it happens once per client, unlike deliveries.
+
+use crate::limits::limit_error;
+use crate::redis;
+use crate::stamp::LineBuffer;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// How a connection logs in.
+#[derive(Clone, Debug)]
+pub enum Login {
+    /// uring-chat `{"type":"connect","content":NAME}`.
+    Chat { name: String },
+    /// Redis `SUBSCRIBE channel`.
+    Subscribe { channel: String },
+    /// Nothing (a Redis publishing connection).
+    None,
+}
+
+/// A logged-in connection.
+pub struct Established {
+    pub stream: TcpStream,
+    /// Bytes read after the login reply (e.g. a first presence frame), to be processed as deliveries.
+    pub leftover: Vec<u8>,
+    /// The userID (uring-chat) or the subscribed channel (Redis).
+    pub id: String,
+}
+
+/// Why a client did not get in.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// A machine limit (EMFILE, EADDRNOTAVAIL, ...): the whole run must stop.
+    Limit(String),
+    /// This client failed (refused, rejected, timed out): counted as failed.
+    Failed(String),
+}
+
+impl From<io::Error> for ConnectError {
+    fn from(e: io::Error) -> Self {
+        match limit_error(&e) {
+            Some(l) => ConnectError::Limit(l),
+            None => ConnectError::Failed(e.to_string()),
+        }
+    }
+}
+
+/// Connects (from `source` if given) and logs in, within `timeout`.
+pub async fn connect(
+    target: SocketAddr,
+    source: Option<Ipv4Addr>,
+    login: &Login,
+    timeout: Duration,
+) -> Result<Established, ConnectError> {
+    match tokio::time::timeout(timeout, connect_inner(target, source, login)).await {
+        Ok(r) => r,
+        Err(_) => Err(ConnectError::Failed(format!(
+            "connect + login took longer than {timeout:?}"
+        ))),
+    }
+}
+
+async fn connect_inner(
+    target: SocketAddr,
+    source: Option<Ipv4Addr>,
+    login: &Login,
+) -> Result<Established, ConnectError> {
+    let socket = TcpSocket::new_v4()?;
+    if let Some(ip) = source {
+        // Let connect() pick the port for the full 4-tuple, so each source address has its own
+        // ~28,000 ephemeral ports towards one destination.
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt on a socket we own, with a correctly sized int.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                &one as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        socket.bind(SocketAddr::V4(SocketAddrV4::new(ip, 0)))?;
+    }
+    let mut stream = socket.connect(target).await?;
+    stream.set_nodelay(true)?;
+    match login {
+        Login::None => Ok(Established {
+            stream,
+            leftover: Vec::new(),
+            id: String::new(),
+        }),
+        Login::Chat { name } => {
+            let frame = format!("{{\"type\":\"connect\",\"content\":{}}}\n", json_str(name));
+            stream.write_all(frame.as_bytes()).await?;
+            chat_login_reply(stream).await
+        }
+        Login::Subscribe { channel } => {
+            stream.write_all(&redis::subscribe(channel)).await?;
+            redis_login_reply(stream, channel).await
+        }
+    }
+}
+
+/// A JSON string literal.
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).expect("string serializes")
+}
+
+async fn chat_login_reply(mut stream: TcpStream) -> Result<Established, ConnectError> {
+    let mut buf = LineBuffer::new(4096, 1 << 20);
+    loop {
+        let spare = buf
+            .spare()
+            .ok_or_else(|| ConnectError::Failed("login reply larger than 1 MiB".into()))?;
+        let n = stream.read(spare).await?;
+        if n == 0 {
+            return Err(ConnectError::Failed("server closed during login".into()));
+        }
+        buf.advance(n);
+        let mut outcome: Option<Result<String, ConnectError>> = None;
+        let mut consumed = 0;
+        let data = buf.data();
+        for nl in memchr::memchr_iter(b'\n', data) {
+            let line = &data[consumed..nl];
+            consumed = nl + 1;
+            if let Some(r) = login_line(line) {
+                outcome = Some(r);
+                break;
+            }
+        }
+        match outcome {
+            None => continue,
+            Some(Err(e)) => return Err(e),
+            Some(Ok(id)) => {
+                let leftover = data[consumed..].to_vec();
+                return Ok(Established {
+                    stream,
+                    leftover,
+                    id,
+                });
+            }
+        }
+    }
+}
+
+/// Looks at one line during login: `Some` once the outcome is known.
+fn login_line(line: &[u8]) -> Option<Result<String, ConnectError>> {
+    if line.starts_with(br#"{"type":"ping""#) {
+        // Answered by the receive loop if it ever matters; the server pings only silent clients.
+        return None;
+    }
+    let v: serde_json::Value = match serde_json::from_slice(line) {
+        Ok(v) => v,
+        Err(_) => return None,
+    };
+    match v.get("type").and_then(|t| t.as_str()) {
+        Some("connect_response") => {
+            let content = v.get("content").and_then(|c| c.as_str()).unwrap_or("");
+            let inner: serde_json::Value = serde_json::from_str(content).ok()?;
+            match inner.get("userID").and_then(|u| u.as_str()) {
+                Some(id) if !id.is_empty() => Some(Ok(id.to_string())),
+                _ => Some(Err(ConnectError::Failed(
+                    "connect_response without userID".into(),
+                ))),
+            }
+        }
+        Some("error") => {
+            let code = v.get("code").and_then(|c| c.as_str()).unwrap_or("error");
+            let why = v.get("content").and_then(|c| c.as_str()).unwrap_or("");
+            Some(Err(ConnectError::Failed(format!(
+                "login refused: {code} {why}"
+            ))))
+        }
+        _ => None,
+    }
+}
+
+async fn redis_login_reply(
+    mut stream: TcpStream,
+    channel: &str,
+) -> Result<Established, ConnectError> {
+    let mut buf = LineBuffer::new(1024, 1 << 20);
+    loop {
+        let spare = buf
+            .spare()
+            .ok_or_else(|| ConnectError::Failed("SUBSCRIBE reply too large".into()))?;
+        let n = stream.read(spare).await?;
+        if n == 0 {
+            return Err(ConnectError::Failed("redis closed during SUBSCRIBE".into()));
+        }
+        buf.advance(n);
+        loop {
+            match redis::parse(buf.data()) {
+                Err(e) => return Err(ConnectError::Failed(e)),
+                Ok(None) => break,
+                Ok(Some((used, reply))) => {
+                    let done = match reply {
+                        redis::Reply::Subscribed => true,
+                        redis::Reply::Error(e) => {
+                            return Err(ConnectError::Failed(format!(
+                                "SUBSCRIBE refused: {}",
+                                String::from_utf8_lossy(e)
+                            )))
+                        }
+                        _ => false,
+                    };
+                    buf.consume(used);
+                    if done {
+                        return Ok(Established {
+                            stream,
+                            leftover: buf.data().to_vec(),
+                            id: channel.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Command-line options. `Options` is both the clap parser and the input of [`crate::run`], so
+//! tests build it with `Options::try_parse_from` exactly as a user would type it.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The wire protocol spoken to the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    /// uring-chat's newline-delimited JSON (docs/PROTOCOL.md).
+    UringChat,
+    /// Redis pub/sub over RESP (SUBSCRIBE/PUBLISH), for side-by-side comparisons.
+    Redis,
+}
+
+/// Who receives each message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pattern {
+    /// Every message reaches every other logged-in client.
+    Broadcast,
+    /// Every message goes to one client chosen at random.
+    Direct,
+}
+
+/// A loss threshold: an absolute number of deliveries, or a percentage of those expected.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LossLimit {
+    Count(u64),
+    Percent(f64),
+}
+
+impl LossLimit {
+    /// Whether `lost` out of `expected` crosses this limit.
+    pub fn crossed(&self, lost: u64, expected: u64) -> bool {
+        match *self {
+            LossLimit::Count(n) => lost > n,
+            LossLimit::Percent(p) => expected > 0 && (lost as f64) * 100.0 / (expected as f64) > p,
+        }
+    }
+}
+
+/// Top-level command line: a measuring run by default, or `plot` to compare saved reports.
+#[derive(Parser, Debug)]
+#[command(
+    name = "loadgen",
+    version,
+    about = "Open-loop fan-out load generator for uring-chat (and Redis pub/sub)",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: Options,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Render one SVG percentile spectrum comparing several saved `--json` reports.
+    Plot(PlotOptions),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct PlotOptions {
+    /// Where to write the SVG.
+    #[arg(long, short = 'o', default_value = "latency.svg")]
+    pub out: PathBuf,
+    /// Chart title.
+    #[arg(long)]
+    pub title: Option<String>,
+    /// JSON reports written by `loadgen --json` (one series each, labelled by file name).
+    #[arg(required = true)]
+    pub reports: Vec<PathBuf>,
+}
+
+/// Everything one measuring run needs.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "loadgen")]
+pub struct Options {
+    /// Target host (loopback only: this tool refuses anything else).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: Ipv4Addr,
+    /// Target port.
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Number of client connections (all log in; senders are among them).
+    #[arg(long, short = 'c', default_value_t = 1000)]
+    pub clients: usize,
+    /// Number of sending connections.
+    #[arg(long, short = 's', default_value_t = 1)]
+    pub senders: usize,
+    /// Total messages per second over all senders (open loop: the schedule never waits for replies).
+    #[arg(long, short = 'r', default_value_t = 10.0)]
+    pub rate: f64,
+    /// Payload bytes per message (the stamp is padded with 'x' up to this size; never shorter than the stamp).
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Measured window, e.g. 10s, 500ms, 1m.
+    #[arg(long, short = 'd', default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Unmeasured sending before the window (same rate), to fill queues and caches.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// Handshakes (TCP connect + login) in flight at once.
+    #[arg(long, default_value_t = 256)]
+    pub connect_concurrency: usize,
+    /// Give up on one client's connect + login after this long (it counts as failed).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// broadcast or direct.
+    #[arg(long, value_enum, default_value_t = Pattern::Broadcast)]
+    pub pattern: Pattern,
+    /// uring-chat or redis.
+    #[arg(long, value_enum, default_value_t = Protocol::UringChat)]
+    pub protocol: Protocol,
+    /// Print one JSON report on stdout instead of the human text.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit non-zero when delivery p99 is above this (e.g. 50ms).
+    #[arg(long, value_parser = parse_duration)]
+    pub max_p99: Option<Duration>,
+    /// Exit non-zero when more deliveries than this are lost: a count (100) or a percentage (0.1%).
+    #[arg(long, value_parser = parse_loss)]
+    pub max_loss: Option<LossLimit>,
+    /// Server process to charge CPU to (utime+stime from /proc/PID/stat over the measured window).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Percentage of clients that log in and then never read (slow consumers).
+    #[arg(long, default_value_t = 0.0)]
+    pub slow_clients: f64,
+    /// Write the latency percentile spectrum as SVG.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Worker threads, each a current-thread tokio runtime owning a shard of the clients.
+    #[arg(long, default_value_t = default_threads())]
+    pub threads: usize,
+    /// Loopback source addresses to spread connections over, e.g. 127.0.0.2-127.0.0.9 or a comma list.
+    #[arg(long, value_parser = parse_source_ips)]
+    pub source_ips: Option<SourceIps>,
+    /// After the last send, wait at most this long for deliveries still in flight.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Stop draining once nothing new arrived for this long.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub drain_quiet: Duration,
+    /// Step the rate up (doubling from --rate, then bisecting) until loss appears or p99 crosses --max-p99.
+    #[arg(long)]
+    pub find_max: bool,
+    /// Bisection steps after the first failing rate in --find-max.
+    #[arg(long, default_value_t = 4)]
+    pub find_max_steps: u32,
+    /// Per-client read buffer (bytes); it grows only for a frame larger than this.
+    #[arg(long, default_value_t = 16 * 1024)]
+    pub read_buffer: usize,
+    /// No progress output on stderr.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options::try_parse_from(["loadgen"]).expect("defaults parse")
+    }
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
+/// A list of IPv4 source addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceIps(pub Vec<Ipv4Addr>);
+
+/// Parses `10s`, `250ms`, `100us`, `1.5s`, `2m`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("bad duration {s:?}: expected e.g. 10s, 500ms, 2m"))?;
+    let scale = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 1e-3,
+        "us" | "µs" => 1e-6,
+        "ns" => 1e-9,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        other => return Err(format!("bad duration unit {other:?} in {s:?}")),
+    };
+    let secs = value * scale;
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("bad duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses `100` (deliveries) or `0.5%` (of deliveries expected).
+pub fn parse_loss(s: &str) -> Result<LossLimit, String> {
+    let s = s.trim();
+    if let Some(p) = s.strip_suffix('%') {
+        let p: f64 = p
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad percentage {s:?}"))?;
+        if !(0.0..=100.0).contains(&p) {
+            return Err(format!("percentage out of range: {s:?}"));
+        }
+        Ok(LossLimit::Percent(p))
+    } else {
+        s.parse()
+            .map(LossLimit::Count)
+            .map_err(|_| format!("bad loss limit {s:?}: a count (10) or a percentage (0.1%)"))
+    }
+}
+
+/// Parses `127.0.0.2-127.0.0.9`, `127.0.0.2,127.0.0.3` or one address; loopback only.
+pub fn parse_source_ips(s: &str) -> Result<SourceIps, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if let Some((a, b)) = part.split_once('-') {
+            let a: Ipv4Addr = a.trim().parse().map_err(|e| format!("{a:?}: {e}"))?;
+            let b: Ipv4Addr = b.trim().parse().map_err(|e| format!("{b:?}: {e}"))?;
+            let (a, b) = (u32::from(a), u32::from(b));
+            if b < a || b - a > 65_536 {
+                return Err(format!("bad address range {part:?}"));
+            }
+            out.extend((a..=b).map(Ipv4Addr::from));
+        } else {
+            out.push(part.parse().map_err(|e| format!("{part:?}: {e}"))?);
+        }
+    }
+    if out.is_empty() {
+        return Err("no source address given".into());
+    }
+    if let Some(bad) = out.iter().find(|ip| !ip.is_loopback()) {
+        return Err(format!("{bad} is not a loopback address (127.0.0.0/8)"));
+    }
+    Ok(SourceIps(out))
+}

@@ -1,0 +1,195 @@
+//! Phase 2: the open-loop sender thread.
+//!
+//! All senders are driven by one dedicated thread. It sleeps with `std::thread::sleep` (an hrtimer,
+//! ~60 µs late at worst with the default timer slack) instead of tokio's 1 ms timer wheel, wakes at a
+//! message's intended time, and writes everything that is due by then, grouped per connection, so a
+//! late wake-up produces one bigger write rather than a slower schedule. Blocking the thread is fine:
+//! it runs nothing else, and the sockets' readiness is driven by the worker runtimes that own them.
+
+use crate::clock::{Clock, Rng, Schedule};
+use crate::options::{Pattern, Protocol};
+use crate::redis;
+use crate::stamp::{write_payload, Stamp};
+use crate::stats::{new_histogram, Window};
+use crate::worker::Writer;
+use hdrhistogram::Histogram;
+use std::sync::mpsc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+/// At most this many messages go out per wake-up, so a sender far behind still reports progress.
+const MAX_BATCH: u64 = 4096;
+
+/// The sending connections and how to encode for them.
+pub struct SenderSet {
+    /// Index = sender number (the `<sender>` of the stamp).
+    pub writers: Vec<Writer>,
+    pub protocol: Protocol,
+    pub pattern: Pattern,
+    pub size: usize,
+    /// Redis broadcast channel.
+    pub channel: Vec<u8>,
+    /// Direct recipients: userIDs (uring-chat) or channels (Redis).
+    pub recipients: Vec<Vec<u8>>,
+    pub clock: Clock,
+    pub seed: u64,
+}
+
+/// One round of sending.
+pub struct Round {
+    pub schedule: Schedule,
+    pub window: Window,
+}
+
+/// What the sender thread did in a round.
+pub struct RoundResult {
+    pub sent: u64,
+    /// Messages inside the measured window that were written.
+    pub sent_measured: u64,
+    /// Messages not written because their connection failed.
+    pub failed: u64,
+    /// How late each message left: write completion minus intended time.
+    pub lag: Histogram<u64>,
+    pub errors: Vec<String>,
+}
+
+/// The running sender thread.
+pub struct Sender {
+    pub rounds: mpsc::Sender<Round>,
+    pub results: mpsc::Receiver<RoundResult>,
+    pub cpu_clock: libc::clockid_t,
+    pub handle: std::thread::JoinHandle<()>,
+}
+
+pub fn spawn(set: SenderSet) -> std::io::Result<Sender> {
+    let (round_tx, round_rx) = mpsc::channel::<Round>();
+    let (res_tx, res_rx) = mpsc::channel();
+    let (clk_tx, clk_rx) = mpsc::channel();
+    let handle = std::thread::Builder::new()
+        .name("loadgen-send".into())
+        .spawn(move || {
+            let _ = clk_tx.send(crate::limits::current_thread_clock());
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            let mut rng = Rng::new(set.seed);
+            while let Ok(round) = round_rx.recv() {
+                let r = rt.block_on(run_round(&set, &round, &mut rng));
+                if res_tx.send(r).is_err() {
+                    break;
+                }
+            }
+        })?;
+    let cpu_clock = clk_rx.recv().unwrap_or(libc::CLOCK_THREAD_CPUTIME_ID);
+    Ok(Sender {
+        rounds: round_tx,
+        results: res_rx,
+        cpu_clock,
+        handle,
+    })
+}
+
+/// Appends the frame for message `stamp` from its sender.
+pub fn encode(
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    set: &SenderSet,
+    stamp: Stamp,
+    rng: &mut Rng,
+) {
+    let recipient = match set.pattern {
+        Pattern::Broadcast => None,
+        Pattern::Direct => Some(set.recipients[rng.below(set.recipients.len())].as_slice()),
+    };
+    match set.protocol {
+        Protocol::UringChat => {
+            match recipient {
+                None => out.extend_from_slice(br#"{"type":"chat","content":""#),
+                Some(r) => {
+                    out.extend_from_slice(br#"{"type":"chat","recipientID":""#);
+                    out.extend_from_slice(r);
+                    out.extend_from_slice(br#"","content":""#);
+                }
+            }
+            write_payload(out, stamp, set.size);
+            out.extend_from_slice(b"\"}\n");
+        }
+        Protocol::Redis => {
+            scratch.clear();
+            write_payload(scratch, stamp, set.size);
+            redis::publish(out, recipient.unwrap_or(&set.channel), scratch);
+        }
+    }
+}
+
+async fn run_round(set: &SenderSet, round: &Round, rng: &mut Rng) -> RoundResult {
+    let s = set.writers.len().max(1);
+    let sched = round.schedule;
+    let clock = set.clock;
+    let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); s];
+    let mut counts = vec![(0u64, 0u64); s];
+    let mut dead = vec![false; s];
+    let mut scratch = Vec::new();
+    let mut res = RoundResult {
+        sent: 0,
+        sent_measured: 0,
+        failed: 0,
+        lag: new_histogram(),
+        errors: Vec::new(),
+    };
+    let mut next = sched.first;
+    while next < sched.end {
+        let due = sched.intended(next);
+        let now = clock.now_ns();
+        if due > now {
+            std::thread::sleep(Duration::from_nanos(due - now));
+        }
+        let now = clock.now_ns();
+        let upto = sched.due_until(next, now).clamp(next + 1, next + MAX_BATCH);
+        for g in next..upto {
+            let who = (g % s as u64) as usize;
+            if dead[who] {
+                res.failed += 1;
+                continue;
+            }
+            let stamp = Stamp {
+                sender: who as u32,
+                seq: g,
+                intended_ns: sched.intended(g),
+            };
+            encode(&mut bufs[who], &mut scratch, set, stamp, rng);
+            counts[who].0 += 1;
+            counts[who].1 += round.window.contains(g) as u64;
+        }
+        for who in 0..s {
+            if bufs[who].is_empty() {
+                continue;
+            }
+            let ok = {
+                let mut w = set.writers[who].lock().await;
+                w.write_all(&bufs[who]).await
+            };
+            match ok {
+                Ok(()) => {
+                    res.sent += counts[who].0;
+                    res.sent_measured += counts[who].1;
+                }
+                Err(e) => {
+                    dead[who] = true;
+                    res.failed += counts[who].0;
+                    res.errors.push(format!("sender {who}: {e}"));
+                }
+            }
+            bufs[who].clear();
+            counts[who] = (0, 0);
+        }
+        let sent_at = clock.now_ns();
+        for g in next..upto {
+            res.lag
+                .saturating_record(sent_at.saturating_sub(sched.intended(g)).max(1));
+        }
+        next = upto;
+    }
+    res
+}

@@ -1,0 +1,134 @@
+//! Phase 3: the per-client receive loops. One task per client, one reused buffer each; the receive
+//! time is read once per `read()` and shared by every frame that read returned.
+
+use crate::clock::Clock;
+use crate::redis;
+use crate::stamp::{parse_stamp, scan_line, Frame, LineBuffer};
+use crate::stats::{SeqTracker, ThreadStats};
+use crate::worker::{Shared, Writer};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
+
+/// The largest frame a receiver accepts (the buffer grows up to this for one frame).
+pub const MAX_FRAME: usize = 4 << 20;
+
+const PONG: &[u8] = b"{\"type\":\"pong\",\"content\":\"\"}\n";
+
+/// What the receive tasks of one thread share.
+pub struct Ctx {
+    pub clock: Clock,
+    pub senders: usize,
+    pub read_buffer: usize,
+    pub stats: Rc<RefCell<ThreadStats>>,
+    pub shared: Arc<Shared>,
+}
+
+/// Reads into `buf`; `false` when the connection is gone.
+async fn fill(rd: &mut OwnedReadHalf, buf: &mut LineBuffer, ctx: &Ctx) -> bool {
+    let Some(spare) = buf.spare() else {
+        ctx.stats
+            .borrow_mut()
+            .count_error(b"LOADGEN_FRAME_TOO_LARGE");
+        return false;
+    };
+    match rd.read(spare).await {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            buf.advance(n);
+            ctx.shared.bytes.fetch_add(n as u64, Ordering::Relaxed);
+            true
+        }
+    }
+}
+
+/// A uring-chat client: measures chat frames, answers pings, counts error frames.
+pub async fn chat(mut rd: OwnedReadHalf, writer: Writer, leftover: Vec<u8>, ctx: Rc<Ctx>) {
+    let mut buf = LineBuffer::new(ctx.read_buffer, MAX_FRAME);
+    buf.extend(&leftover);
+    let mut order = SeqTracker::new(ctx.senders);
+    let mut have_data = !leftover.is_empty();
+    loop {
+        if !have_data && !fill(&mut rd, &mut buf, &ctx).await {
+            break;
+        }
+        have_data = false;
+        let now = ctx.clock.now_ns();
+        let mut pong = false;
+        let mut measured = 0u64;
+        {
+            let mut st = ctx.stats.borrow_mut();
+            buf.drain_lines(|line| match scan_line(line) {
+                Frame::Chat(s) => measured += st.record(s, now, &mut order) as u64,
+                Frame::Foreign => st.foreign += 1,
+                Frame::Ping => pong = true,
+                Frame::Error(code) => st.count_error(code),
+                Frame::Other => {}
+            });
+        }
+        if measured > 0 {
+            ctx.shared.measured.fetch_add(measured, Ordering::Relaxed);
+        }
+        if pong {
+            let mut w = writer.lock().await;
+            if w.write_all(PONG).await.is_err() {
+                break;
+            }
+        }
+    }
+    ctx.shared.disconnected.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A Redis connection: a subscriber measures `message` pushes; a publisher only drains replies.
+pub async fn redis(mut rd: OwnedReadHalf, leftover: Vec<u8>, ctx: Rc<Ctx>, publisher: bool) {
+    let mut buf = LineBuffer::new(ctx.read_buffer, MAX_FRAME);
+    buf.extend(&leftover);
+    let mut order = SeqTracker::new(ctx.senders);
+    let mut have_data = !leftover.is_empty();
+    'conn: loop {
+        if !have_data && !fill(&mut rd, &mut buf, &ctx).await {
+            break;
+        }
+        have_data = false;
+        let now = ctx.clock.now_ns();
+        let mut measured = 0u64;
+        let mut off = 0;
+        {
+            let mut st = ctx.stats.borrow_mut();
+            let data = buf.data();
+            loop {
+                match redis::parse(&data[off..]) {
+                    Ok(None) => break,
+                    Err(e) => {
+                        st.count_error(format!("LOADGEN_BAD_RESP: {e}").as_bytes());
+                        break 'conn;
+                    }
+                    Ok(Some((used, reply))) => {
+                        off += used;
+                        match reply {
+                            redis::Reply::Message(p) => match parse_stamp(p) {
+                                Some(s) => measured += st.record(s, now, &mut order) as u64,
+                                None => st.foreign += 1,
+                            },
+                            redis::Reply::Error(e) => {
+                                let code = e.split(|&b| b == b' ').next().unwrap_or(e);
+                                st.count_error(code);
+                            }
+                            redis::Reply::Subscribed | redis::Reply::Other => {}
+                        }
+                    }
+                }
+            }
+        }
+        buf.consume(off);
+        if measured > 0 {
+            ctx.shared.measured.fetch_add(measured, Ordering::Relaxed);
+        }
+    }
+    if !publisher {
+        ctx.shared.disconnected.fetch_add(1, Ordering::Relaxed);
+    }
+}

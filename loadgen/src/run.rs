@@ -1,0 +1,690 @@
+//! The orchestration of one run: check limits, connect (phase 1), settle, then one round of
+//! publish + receive + drain (phases 2 and 3) per rate, and build the report.
+
+use crate::clock::{Clock, Schedule};
+use crate::connect::Login;
+use crate::limits;
+use crate::options::{LossLimit, Options, Pattern, Protocol};
+use crate::progress::Progress;
+use crate::publish::{self, RoundResult, SenderSet};
+use crate::redis;
+use crate::report::{self, ConnectReport, Cpu, Fanout, FindMax, Latency, Report, Step, Thresholds};
+use crate::stats::{new_histogram, ThreadStats, Window};
+use crate::worker::{self, ClientSpec, Cmd, Reply, Role, Shared, WorkerConfig, Writer};
+use crate::Error;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc as tmpsc;
+
+/// How long presence traffic must be quiet before publishing starts, and the bound on waiting.
+const SETTLE_QUIET: Duration = Duration::from_millis(300);
+const SETTLE_MAX: Duration = Duration::from_secs(10);
+/// Lead time between scheduling a round and its first message, so every thread is ready.
+const ROUND_LEAD: Duration = Duration::from_millis(20);
+
+/// Runs the whole measurement described by `opts` and returns its report.
+pub fn run(opts: &Options) -> Result<Report, Error> {
+    validate(opts)?;
+    let mut session = Session::start(opts)?;
+    let result = session.measure();
+    let slow_disconnected = session.shutdown();
+    let mut report = result?;
+    report.slow_disconnected = slow_disconnected;
+    if let Some(path) = &opts.plot {
+        let title = format!(
+            "{} {} {} clients, {} msg/s",
+            report.protocol, report.pattern, report.clients, report.rate
+        );
+        let series = [crate::plot::Series {
+            label: format!("{} msg/s", report.rate),
+            points: report.spectrum.clone(),
+        }];
+        crate::plot::write(path, &title, &series)?;
+    }
+    Ok(report)
+}
+
+fn validate(o: &Options) -> Result<(), Error> {
+    let bad = |m: &str| Err(Error::Config(m.to_string()));
+    if !o.host.is_loopback() {
+        return bad("only loopback targets (127.0.0.0/8) may be loaded from this tool");
+    }
+    if o.clients == 0 || o.senders == 0 || o.threads == 0 {
+        return bad("--clients, --senders and --threads must be at least 1");
+    }
+    if !(o.rate > 0.0 && o.rate.is_finite()) {
+        return bad("--rate must be a positive number of messages per second");
+    }
+    if !(0.0..100.0).contains(&o.slow_clients) {
+        return bad("--slow-clients is a percentage below 100");
+    }
+    if o.duration.is_zero() {
+        return bad("--duration must be positive");
+    }
+    if o.connect_concurrency == 0 {
+        return bad("--connect-concurrency must be at least 1");
+    }
+    let fast = o.clients - slow_count(o);
+    if o.protocol == Protocol::UringChat && o.senders > fast {
+        return bad("--senders are among the clients that read: more senders than such clients");
+    }
+    if o.pattern == Pattern::Broadcast && o.protocol == Protocol::UringChat && fast < 2 {
+        return bad("a broadcast needs at least two reading clients");
+    }
+    if let Some(pid) = o.server_pid {
+        limits::proc_cpu_ns(pid).map_err(|e| {
+            Error::Config(format!(
+                "--server-pid {pid}: cannot read /proc/{pid}/stat: {e}"
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+fn slow_count(o: &Options) -> usize {
+    ((o.clients as f64) * o.slow_clients / 100.0).round() as usize
+}
+
+struct Worker {
+    cmds: tmpsc::UnboundedSender<Cmd>,
+    shared: Arc<Shared>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+struct Session<'a> {
+    o: &'a Options,
+    clock: Clock,
+    progress: Progress,
+    workers: Vec<Worker>,
+    replies: mpsc::Receiver<(usize, Reply)>,
+    cpu_clocks: Vec<libc::clockid_t>,
+    sender: Option<publish::Sender>,
+    connect: ConnectReport,
+    /// Reading clients logged in (slow clients and Redis publishers excluded).
+    readers: u64,
+    next_seq: u64,
+}
+
+/// One round's raw figures.
+struct RoundData {
+    rate: f64,
+    window: Window,
+    sent: RoundResult,
+    expected: u64,
+    per_message: u64,
+    stats: ThreadStats,
+    window_s: f64,
+    server_cpu_ns: Option<u64>,
+    loadgen_cpu_ns: u64,
+}
+
+impl<'a> Session<'a> {
+    fn start(o: &'a Options) -> Result<Self, Error> {
+        let nofile = limits::raise_nofile()?;
+        let extra = if o.protocol == Protocol::Redis {
+            o.senders
+        } else {
+            0
+        };
+        let connections = (o.clients + extra) as u64;
+        limits::check_fds(connections, nofile)?;
+        let sources: Vec<_> = o
+            .source_ips
+            .as_ref()
+            .map(|s| s.0.clone())
+            .unwrap_or_default();
+        limits::check_ports(connections, sources.len())?;
+
+        let clock = Clock::new();
+        let run_id = format!(
+            "{:x}",
+            (std::process::id() as u64) << 24 ^ (clock_seed() & 0xff_ffff)
+        );
+        let slow = slow_count(o);
+        let fast = o.clients - slow;
+        let mut specs = Vec::with_capacity(o.clients + extra);
+        for i in 0..o.clients {
+            let login = match o.protocol {
+                Protocol::UringChat => Login::Chat {
+                    name: format!("lg{run_id}-{i}"),
+                },
+                Protocol::Redis => Login::Subscribe {
+                    channel: match o.pattern {
+                        Pattern::Broadcast => redis::broadcast_channel(&run_id),
+                        Pattern::Direct => redis::client_channel(&run_id, i),
+                    },
+                },
+            };
+            specs.push(ClientSpec {
+                idx: i,
+                role: if i >= fast {
+                    Role::Slow
+                } else {
+                    Role::Receiver
+                },
+                login,
+                source: (!sources.is_empty()).then(|| sources[i % sources.len()]),
+                sends: o.protocol == Protocol::UringChat && i < o.senders,
+            });
+        }
+        for j in 0..extra {
+            let i = o.clients + j;
+            specs.push(ClientSpec {
+                idx: i,
+                role: Role::Publisher,
+                login: Login::None,
+                source: (!sources.is_empty()).then(|| sources[i % sources.len()]),
+                sends: true,
+            });
+        }
+        let total = specs.len() as u64;
+
+        let cfg = Arc::new(WorkerConfig {
+            target: SocketAddr::new(o.host.into(), o.port),
+            protocol: o.protocol,
+            senders: o.senders,
+            connect_timeout: o.connect_timeout,
+            read_buffer: o.read_buffer,
+            clock,
+            handshakes: Arc::new(tokio::sync::Semaphore::new(o.connect_concurrency)),
+        });
+        let mut shards: Vec<Vec<ClientSpec>> = vec![Vec::new(); o.threads];
+        for s in specs {
+            shards[s.idx % o.threads].push(s);
+        }
+        let (reply_tx, replies) = mpsc::channel();
+        let mut progress = Progress::new(o.quiet);
+        progress.phase(&format!(
+            "connecting {total} connections to {}:{} over {} threads",
+            o.host, o.port, o.threads
+        ));
+        let t0 = Instant::now();
+        let mut workers = Vec::new();
+        for (id, shard) in shards.into_iter().enumerate() {
+            let shared = Arc::new(Shared::default());
+            let (handle, cmds) =
+                worker::spawn(id, cfg.clone(), shard, shared.clone(), reply_tx.clone())?;
+            workers.push(Worker {
+                cmds,
+                shared,
+                handle: Some(handle),
+            });
+        }
+        let mut session = Session {
+            o,
+            clock,
+            progress,
+            workers,
+            replies,
+            cpu_clocks: Vec::new(),
+            sender: None,
+            connect: ConnectReport::default(),
+            readers: 0,
+            next_seq: 0,
+        };
+
+        // Phase 1: wait for every worker's connect results, showing progress.
+        let mut outcomes = Vec::new();
+        let mut login = new_histogram();
+        let mut limit: Option<String> = None;
+        let mut pending = session.workers.len();
+        while pending > 0 {
+            match session.replies.recv_timeout(Duration::from_millis(200)) {
+                Ok((
+                    _,
+                    Reply::Connected {
+                        outcomes: out,
+                        login: h,
+                        limit: l,
+                        cpu_clock,
+                    },
+                )) => {
+                    pending -= 1;
+                    outcomes.extend(out);
+                    login.add(&h).expect("histograms merge");
+                    if limit.is_none() {
+                        limit = l;
+                    }
+                    session.cpu_clocks.push(cpu_clock);
+                }
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(Error::Io(std::io::Error::other("a worker thread died")));
+                }
+            }
+            let (done, failed) = session.workers.iter().fold((0, 0), |(d, f), w| {
+                let c = w.shared.connected.load(Ordering::Relaxed);
+                let x = w.shared.failed.load(Ordering::Relaxed);
+                (d + c + x, f + x)
+            });
+            session.progress.connecting(done, failed, total);
+        }
+        session.progress.finish_bar();
+        if let Some(l) = limit {
+            return Err(Error::Limit(l));
+        }
+        outcomes.sort_by_key(|x| x.idx);
+        let connected = outcomes.iter().filter(|x| x.id.is_some()).count() as u64;
+        session.connect = ConnectReport {
+            connected,
+            failed: total - connected,
+            total_s: t0.elapsed().as_secs_f64(),
+            p50_ms: login.value_at_quantile(0.5) as f64 / 1e6,
+            p99_ms: login.value_at_quantile(0.99) as f64 / 1e6,
+            max_ms: login.max() as f64 / 1e6,
+            first_error: outcomes.iter().find_map(|x| x.error.clone()),
+        };
+        session.readers = outcomes
+            .iter()
+            .filter(|x| x.role == Role::Receiver && x.id.is_some())
+            .count() as u64;
+        session.progress.phase(&format!(
+            "connected {connected}/{total} in {:.2} s (login p99 {:.1} ms)",
+            session.connect.total_s, session.connect.p99_ms
+        ));
+
+        // The senders' connections, in sender order, and the direct-message recipients.
+        let mut writers: Vec<Writer> = Vec::with_capacity(o.senders);
+        for x in outcomes.iter().filter(|x| match o.protocol {
+            Protocol::UringChat => x.idx < o.senders,
+            Protocol::Redis => x.role == Role::Publisher,
+        }) {
+            match &x.writer {
+                Some(w) => writers.push(w.clone()),
+                None => {
+                    return Err(Error::Target(format!(
+                        "sender connection {} could not connect/log in: {}",
+                        x.idx,
+                        x.error.as_deref().unwrap_or("unknown")
+                    )))
+                }
+            }
+        }
+        let recipients: Vec<Vec<u8>> = outcomes
+            .iter()
+            .filter(|x| x.role == Role::Receiver)
+            .filter_map(|x| x.id.as_ref().map(|id| id.as_bytes().to_vec()))
+            .collect();
+        if recipients.is_empty() {
+            return Err(Error::Target("no reading client could log in".into()));
+        }
+        let sender = publish::spawn(SenderSet {
+            writers,
+            protocol: o.protocol,
+            pattern: o.pattern,
+            size: o.size,
+            channel: redis::broadcast_channel(&run_id).into_bytes(),
+            recipients,
+            clock,
+            seed: clock_seed(),
+        })?;
+        session.cpu_clocks.push(sender.cpu_clock);
+        session.sender = Some(sender);
+        session.settle();
+        Ok(session)
+    }
+
+    /// Waits until no byte arrived for `SETTLE_QUIET` (presence after the logins), at most `SETTLE_MAX`.
+    fn settle(&mut self) {
+        let t0 = Instant::now();
+        let mut last = self.bytes();
+        let mut quiet_since = Instant::now();
+        while t0.elapsed() < SETTLE_MAX {
+            std::thread::sleep(Duration::from_millis(25));
+            let b = self.bytes();
+            if b != last {
+                last = b;
+                quiet_since = Instant::now();
+            } else if quiet_since.elapsed() >= SETTLE_QUIET {
+                break;
+            }
+        }
+        self.progress.phase(&format!(
+            "settled after {:.2} s",
+            t0.elapsed().as_secs_f64()
+        ));
+    }
+
+    fn bytes(&self) -> u64 {
+        self.workers
+            .iter()
+            .map(|w| w.shared.bytes.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    fn measured(&self) -> u64 {
+        self.workers
+            .iter()
+            .map(|w| w.shared.measured.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    fn disconnected(&self) -> u64 {
+        self.workers
+            .iter()
+            .map(|w| w.shared.disconnected.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    fn loadgen_cpu(&self) -> u64 {
+        self.cpu_clocks.iter().map(|&c| limits::clock_ns(c)).sum()
+    }
+
+    fn server_cpu(&self) -> Option<u64> {
+        self.o.server_pid.and_then(|p| limits::proc_cpu_ns(p).ok())
+    }
+
+    /// Sends a command to every worker and collects one reply from each.
+    fn broadcast_cmd(&self, make: impl Fn() -> Cmd) -> Vec<Reply> {
+        for w in &self.workers {
+            let _ = w.cmds.send(make());
+        }
+        let mut out = Vec::with_capacity(self.workers.len());
+        while out.len() < self.workers.len() {
+            match self.replies.recv_timeout(Duration::from_secs(30)) {
+                Ok((_, r)) => out.push(r),
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
+    /// Phases 2 and 3 for one rate.
+    fn round(&mut self, rate: f64) -> Result<RoundData, Error> {
+        let o = self.o;
+        let warm = Schedule::count_for(rate, o.warmup);
+        let meas = Schedule::count_for(rate, o.duration).max(1);
+        let first = self.next_seq;
+        let window = Window {
+            start: first + warm,
+            end: first + warm + meas,
+        };
+        self.next_seq = window.end;
+        self.broadcast_cmd(|| Cmd::Begin(window));
+        let alive = self.readers.saturating_sub(self.disconnected());
+        let per_message = match (o.pattern, o.protocol) {
+            (Pattern::Direct, _) => 1,
+            (Pattern::Broadcast, Protocol::UringChat) => alive.saturating_sub(1),
+            (Pattern::Broadcast, Protocol::Redis) => alive,
+        };
+        let start_ns = self.clock.now_ns() + ROUND_LEAD.as_nanos() as u64;
+        let schedule = Schedule {
+            start_ns,
+            rate,
+            first,
+            end: window.end,
+        };
+        self.progress.phase(&format!(
+            "publishing {rate} msg/s: {warm} warmup + {meas} measured messages"
+        ));
+        let sender = self.sender.as_ref().expect("sender thread");
+        sender
+            .rounds
+            .send(publish::Round { schedule, window })
+            .map_err(|_| Error::Io(std::io::Error::other("sender thread died")))?;
+
+        // CPU is charged from the first measured message's due time to the end of the drain.
+        let meas_start = self.clock.instant(schedule.intended(window.start));
+        if let Some(d) = meas_start.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+        let cpu_t0 = Instant::now();
+        let server0 = self.server_cpu();
+        let lg0 = self.loadgen_cpu();
+        let sent = sender
+            .results
+            .recv()
+            .map_err(|_| Error::Io(std::io::Error::other("sender thread died")))?;
+        let expected = sent.sent_measured * per_message;
+
+        // Drain: until everything expected arrived, nothing new for --drain-quiet, or --drain-timeout.
+        let drain_t0 = Instant::now();
+        let mut last = self.measured();
+        let mut last_change = Instant::now();
+        loop {
+            let got = self.measured();
+            if got >= expected {
+                break;
+            }
+            if got != last {
+                last = got;
+                last_change = Instant::now();
+            }
+            if last_change.elapsed() >= o.drain_quiet || drain_t0.elapsed() >= o.drain_timeout {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let window_s = cpu_t0.elapsed().as_secs_f64();
+        let lg1 = self.loadgen_cpu();
+        let server1 = self.server_cpu();
+
+        let mut stats: Option<ThreadStats> = None;
+        for r in self.broadcast_cmd(|| Cmd::Collect) {
+            if let Reply::Stats(s) = r {
+                match &mut stats {
+                    None => stats = Some(*s),
+                    Some(acc) => acc.merge(&s),
+                }
+            }
+        }
+        let stats = stats.ok_or_else(|| Error::Io(std::io::Error::other("no worker stats")))?;
+        Ok(RoundData {
+            rate,
+            window,
+            sent,
+            expected,
+            per_message,
+            stats,
+            window_s,
+            server_cpu_ns: server0.zip(server1).map(|(a, b)| b.saturating_sub(a)),
+            loadgen_cpu_ns: lg1.saturating_sub(lg0),
+        })
+    }
+
+    /// Runs the rounds (one, or the --find-max search) and builds the report.
+    fn measure(&mut self) -> Result<Report, Error> {
+        let o = self.o;
+        if !o.find_max {
+            let data = self.round(o.rate)?;
+            return Ok(self.report(&data, None));
+        }
+        let loss = o.max_loss.unwrap_or(LossLimit::Count(0));
+        let held = |d: &RoundData, r: &Report| {
+            !loss.crossed(r.lost, r.deliveries_expected)
+                && o.max_p99
+                    .map_or(true, |m| r.latency_us.p99 <= m.as_secs_f64() * 1e6)
+                && d.sent.failed == 0
+        };
+        let mut steps = Vec::new();
+        let mut best: Option<(RoundData, Report)> = None;
+        let mut last: Option<(RoundData, Report)> = None;
+        let mut bad: Option<f64> = None;
+        let mut rate = o.rate;
+        for _ in 0..24 {
+            let d = self.round(rate)?;
+            let r = self.report(&d, None);
+            let ok = held(&d, &r);
+            steps.push(step(&r, ok));
+            if ok {
+                best = Some((d, r));
+                rate *= 2.0;
+            } else {
+                bad = Some(rate);
+                last = Some((d, r));
+                break;
+            }
+        }
+        if let Some(mut hi) = bad {
+            for _ in 0..o.find_max_steps {
+                let lo = best.as_ref().map_or(0.0, |b| b.0.rate);
+                let mid = ((lo + hi) / 2.0).round().max(1.0);
+                if mid <= lo || mid >= hi {
+                    break;
+                }
+                let d = self.round(mid)?;
+                let r = self.report(&d, None);
+                let ok = held(&d, &r);
+                steps.push(step(&r, ok));
+                if ok {
+                    best = Some((d, r));
+                } else {
+                    hi = mid;
+                    last = Some((d, r));
+                }
+            }
+        }
+        let (data, _) = best.or(last).expect("at least one round ran");
+        let fm = FindMax {
+            max_rate: steps
+                .iter()
+                .filter(|s| s.held)
+                .map(|s| s.rate)
+                .fold(0.0, f64::max),
+            deliveries_per_sec: steps
+                .iter()
+                .filter(|s| s.held)
+                .max_by(|a, b| a.rate.total_cmp(&b.rate))
+                .map_or(0.0, |s| s.deliveries_per_sec),
+            steps,
+        };
+        Ok(self.report(&data, Some(fm)))
+    }
+
+    fn report(&self, d: &RoundData, find_max: Option<FindMax>) -> Report {
+        let o = self.o;
+        let st = &d.stats;
+        let lost = d.expected.saturating_sub(st.received);
+        let duration_s = d.window.len() as f64 / d.rate;
+        let latency = Latency::from_ns(&st.latency);
+        let fanout = (st.fanout.len() as u64 == d.window.len() && d.per_message > 0).then(|| {
+            let mut h = new_histogram();
+            let mut incomplete = 0;
+            for &(max, n) in &st.fanout {
+                if n as u64 >= d.per_message {
+                    h.saturating_record(max.max(1));
+                } else {
+                    incomplete += 1;
+                }
+            }
+            let l = Latency::from_ns(&h);
+            Fanout {
+                complete: h.len(),
+                incomplete,
+                p50: l.p50,
+                p99: l.p99,
+                max: l.max,
+            }
+        });
+        let per = |ns: u64| (st.received > 0).then(|| ns as f64 / st.received as f64);
+        let p99_exceeded = o
+            .max_p99
+            .is_some_and(|m| latency.p99 > m.as_secs_f64() * 1e6);
+        let loss_exceeded = o.max_loss.is_some_and(|l| l.crossed(lost, d.expected));
+        Report {
+            schema: report::SCHEMA.into(),
+            protocol: match o.protocol {
+                Protocol::UringChat => "uring-chat".into(),
+                Protocol::Redis => "redis".into(),
+            },
+            pattern: match o.pattern {
+                Pattern::Broadcast => "broadcast".into(),
+                Pattern::Direct => "direct".into(),
+            },
+            target: format!("{}:{}", o.host, o.port),
+            clients: o.clients as u64,
+            senders: o.senders as u64,
+            slow_clients: slow_count(o) as u64,
+            threads: o.threads as u64,
+            size: o.size as u64,
+            rate: d.rate,
+            duration_s,
+            warmup_s: o.warmup.as_secs_f64(),
+            connect: self.connect.clone(),
+            messages_sent: d.sent.sent_measured,
+            messages_failed: d.sent.failed,
+            deliveries_expected: d.expected,
+            received: st.received,
+            lost,
+            duplicated: st.duplicated,
+            out_of_order: st.out_of_order,
+            deliveries_per_sec: st.received as f64 / duration_s,
+            latency_us: latency,
+            fanout_us: fanout,
+            send_lag_us: Latency::from_ns(&d.sent.lag),
+            spectrum: report::spectrum(&st.latency),
+            cpu: Cpu {
+                window_s: d.window_s,
+                server_cpu_s: d.server_cpu_ns.map(|n| n as f64 / 1e9),
+                server_ns_per_delivery: d.server_cpu_ns.and_then(per),
+                loadgen_cpu_s: d.loadgen_cpu_ns as f64 / 1e9,
+                loadgen_ns_per_delivery: per(d.loadgen_cpu_ns),
+            },
+            slow_disconnected: 0,
+            clients_disconnected: self.disconnected(),
+            server_errors: st.errors.clone(),
+            thresholds: Thresholds {
+                max_p99_us: o.max_p99.map(|m| m.as_secs_f64() * 1e6),
+                max_loss: o.max_loss.map(|l| match l {
+                    LossLimit::Count(n) => n.to_string(),
+                    LossLimit::Percent(p) => format!("{p}%"),
+                }),
+                p99_exceeded,
+                loss_exceeded,
+                passed: !(p99_exceeded || loss_exceeded),
+            },
+            find_max,
+        }
+    }
+
+    /// Stops the sender and the workers; returns how many slow clients the server had disconnected.
+    fn shutdown(&mut self) -> u64 {
+        if let Some(s) = self.sender.take() {
+            drop(s.rounds);
+            let _ = s.handle.join();
+        }
+        let mut slow = 0;
+        for r in self.broadcast_cmd(|| Cmd::Shutdown) {
+            if let Reply::Finished { slow_disconnected } = r {
+                slow += slow_disconnected;
+            }
+        }
+        for w in &mut self.workers {
+            if let Some(h) = w.handle.take() {
+                let _ = h.join();
+            }
+        }
+        slow
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        if self.workers.iter().any(|w| w.handle.is_some()) {
+            self.shutdown();
+        }
+    }
+}
+
+fn step(r: &Report, held: bool) -> Step {
+    Step {
+        rate: r.rate,
+        deliveries_expected: r.deliveries_expected,
+        received: r.received,
+        lost: r.lost,
+        p99_us: r.latency_us.p99,
+        deliveries_per_sec: r.deliveries_per_sec,
+        held,
+    }
+}
+
+/// A seed that differs between runs (names, channels, recipient choice).
+fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0x9E37_79B9)
+}

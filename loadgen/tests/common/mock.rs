@@ -1,0 +1,201 @@
+//! A minimal uring-chat protocol server for tests: connect/connect_response, broadcast and direct
+//! chat, ping/pong, a server ping after each login (so loadgen's pong path runs), presence after
+//! each login, and SLOW_CONSUMER disconnects when a client's queue passes a bound.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+pub struct Mock {
+    pub addr: SocketAddr,
+    /// Pongs received from clients.
+    pub pongs: Arc<AtomicU64>,
+    /// Clients disconnected for SLOW_CONSUMER.
+    pub slow_kicked: Arc<AtomicU64>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Client {
+    tx: mpsc::UnboundedSender<Arc<[u8]>>,
+    queued: Arc<AtomicUsize>,
+    writer: tokio::task::AbortHandle,
+}
+
+type Users = Arc<Mutex<HashMap<String, Client>>>;
+
+/// Starts the mock on 127.0.0.1:0; `max_outbound` bytes queued per client before SLOW_CONSUMER.
+pub fn start(max_outbound: usize) -> Mock {
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let pongs = Arc::new(AtomicU64::new(0));
+    let slow_kicked = Arc::new(AtomicU64::new(0));
+    let (p, k) = (pongs.clone(), slow_kicked.clone());
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addr_tx.send(listener.local_addr().unwrap()).unwrap();
+            let users: Users = Arc::new(Mutex::new(HashMap::new()));
+            let next_id = Arc::new(AtomicU64::new(1));
+            let accept = async {
+                loop {
+                    let (sock, _) = listener.accept().await.unwrap();
+                    let users = users.clone();
+                    let next_id = next_id.clone();
+                    let (p, k) = (p.clone(), k.clone());
+                    tokio::spawn(conn(sock, users, next_id, max_outbound, p, k));
+                }
+            };
+            tokio::select! {
+                _ = accept => {}
+                _ = stop_rx => {}
+            }
+        });
+    });
+    Mock {
+        addr: addr_rx.recv().unwrap(),
+        pongs,
+        slow_kicked,
+        stop: Some(stop_tx),
+        thread: Some(thread),
+    }
+}
+
+fn push(users: &Users, id: &str, frame: &Arc<[u8]>, max: usize, kicked: &AtomicU64) {
+    let mut map = users.lock().unwrap();
+    let over = match map.get(id) {
+        Some(c) => {
+            let q = c.queued.fetch_add(frame.len(), Ordering::Relaxed) + frame.len();
+            if q > max {
+                true
+            } else {
+                let _ = c.tx.send(frame.clone());
+                false
+            }
+        }
+        None => false,
+    };
+    if over {
+        if let Some(c) = map.remove(id) {
+            // Dropping the write half sends FIN (queued behind the unread data).
+            c.writer.abort();
+            kicked.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn conn(
+    sock: tokio::net::TcpStream,
+    users: Users,
+    next_id: Arc<AtomicU64>,
+    max: usize,
+    pongs: Arc<AtomicU64>,
+    kicked: Arc<AtomicU64>,
+) {
+    let (rd, mut wr) = sock.into_split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Arc<[u8]>>();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let q2 = queued.clone();
+    let writer = tokio::spawn(async move {
+        let mut batch = Vec::new();
+        while let Some(f) = rx.recv().await {
+            batch.clear();
+            batch.extend_from_slice(&f);
+            while let Ok(more) = rx.try_recv() {
+                batch.extend_from_slice(&more);
+            }
+            if wr.write_all(&batch).await.is_err() {
+                break;
+            }
+            q2.fetch_sub(batch.len(), Ordering::Relaxed);
+        }
+    });
+    let mut me: Option<String> = None;
+    let mut lines = BufReader::new(rd).lines();
+    let send_self = |f: String| {
+        let _ = tx.send(Arc::from(f.into_bytes().into_boxed_slice()));
+    };
+    while let Ok(Some(line)) = lines.next_line().await {
+        let v: serde_json::Value = match serde_json::from_str(&line) {
+            Ok(v) => v,
+            Err(_) => continue,
+        };
+        let content = v["content"].as_str().unwrap_or("").to_string();
+        match v["type"].as_str().unwrap_or("") {
+            "connect" => {
+                let id = format!("00000000-0000-4000-8000-{:012x}", next_id.fetch_add(1, Ordering::Relaxed));
+                let inner = serde_json::json!({"userID": id, "username": content, "userList": [], "userCount": 1, "core": 0});
+                send_self(format!(
+                    "{}\n",
+                    serde_json::json!({"type":"connect_response","senderID":"server","recipientID":id,"content":inner.to_string()})
+                ));
+                send_self("{\"type\":\"presence\",\"senderID\":\"server\",\"content\":\"{\\\"joinedCount\\\":1,\\\"leftCount\\\":0,\\\"userCount\\\":1}\"}\n".into());
+                send_self("{\"type\":\"ping\",\"senderID\":\"server\",\"content\":\"\"}\n".into());
+                users.lock().unwrap().insert(
+                    id.clone(),
+                    Client {
+                        tx: tx.clone(),
+                        queued: queued.clone(),
+                        writer: writer.abort_handle(),
+                    },
+                );
+                me = Some(id);
+            }
+            "pong" => {
+                pongs.fetch_add(1, Ordering::Relaxed);
+            }
+            "ping" => send_self(format!(
+                "{}\n",
+                serde_json::json!({"type":"pong","senderID":"server","content":content})
+            )),
+            "chat" => {
+                let Some(from) = me.clone() else { continue };
+                let to = v["recipientID"].as_str().unwrap_or("").to_string();
+                // Field order as the real server writes it: `type` first (serde_json's json! sorts keys).
+                let frame = format!(
+                    "{{\"type\":\"chat\",\"senderID\":\"{from}\",\"recipientID\":\"{to}\",\"content\":{},\"username\":\"x\"}}\n",
+                    serde_json::to_string(&content).unwrap()
+                );
+                let frame: Arc<[u8]> = Arc::from(frame.into_bytes().into_boxed_slice());
+                if to.is_empty() {
+                    let ids: Vec<String> = users
+                        .lock()
+                        .unwrap()
+                        .keys()
+                        .filter(|k| **k != from)
+                        .cloned()
+                        .collect();
+                    for id in ids {
+                        push(&users, &id, &frame, max, &kicked);
+                    }
+                } else {
+                    push(&users, &to, &frame, max, &kicked);
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(id) = me {
+        users.lock().unwrap().remove(&id);
+    }
+}

@@ -1,0 +1,440 @@
+//! Settings: command-line flags, environment variables, an optional TOML file, and defaults.
+//!
+//! Precedence is flag > environment > file > default. clap handles flags, `URING_CHAT_*` variables and
+//! defaults; this module slots the file in between by asking clap where each value came from. The old Go
+//! server's `SERVER_HOST` and `SERVER_PORT` count as environment, below their `URING_CHAT_*` twins.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
+use serde::Deserialize;
+
+/// Largest inbound frame: a chat line longer than this is an attack or a bug, not a message.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Outbound bytes a client may owe before it counts as a slow consumer.
+pub const DEFAULT_MAX_OUTBOUND_BYTES: usize = 1024 * 1024;
+/// Listen backlog per core; the kernel caps it at `net.core.somaxconn`.
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
+/// Connections server-wide; the open-file limit may lower it at start-up.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+/// Users named in `connect_response` and in each `users` page.
+pub const DEFAULT_USER_LIST_LIMIT: usize = 100;
+/// How often each core sends its coalesced joins and leaves.
+pub const DEFAULT_PRESENCE_INTERVAL: Duration = Duration::from_millis(100);
+/// Above this many users, presence frames carry counts only.
+pub const DEFAULT_PRESENCE_LIMIT: usize = 1000;
+/// Names per list (`joined`, `left`) in one presence frame.
+pub const DEFAULT_PRESENCE_NAMES: usize = 100;
+/// How long a closing connection may take to flush what it is owed.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Initial (and idle) read buffer per connection: every idle connection holds one in a pending read.
+pub const DEFAULT_READ_BUFFER_BYTES: usize = 1024;
+/// Submission-queue entries per core's ring; the completion queue gets `RING_CQ_FACTOR` times more.
+pub const DEFAULT_RING_ENTRIES: u32 = 4096;
+/// Completion-queue size as a multiple of the submission queue: every idle connection holds a read.
+pub const RING_CQ_FACTOR: u32 = 16;
+/// Most cores: the first byte of a userID names the core that owns the user.
+pub const MAX_CORES: usize = 256;
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Every setting of a running server. `Default` gives the documented defaults on all interfaces.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub host: String,
+    pub port: u16,
+    pub cores: usize,
+    pub max_frame_bytes: usize,
+    pub max_outbound_bytes: usize,
+    pub listen_backlog: u32,
+    pub max_connections: usize,
+    pub user_list_limit: usize,
+    pub presence_interval: Duration,
+    pub presence_limit: usize,
+    pub presence_names: usize,
+    pub drain_timeout: Duration,
+    pub read_buffer_bytes: usize,
+    pub ring_entries: u32,
+    pub log_level: String,
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            host: "0.0.0.0".into(),
+            port: 8080,
+            cores: available_cpus(),
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_outbound_bytes: DEFAULT_MAX_OUTBOUND_BYTES,
+            listen_backlog: DEFAULT_LISTEN_BACKLOG,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            user_list_limit: DEFAULT_USER_LIST_LIMIT,
+            presence_interval: DEFAULT_PRESENCE_INTERVAL,
+            presence_limit: DEFAULT_PRESENCE_LIMIT,
+            presence_names: DEFAULT_PRESENCE_NAMES,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            read_buffer_bytes: DEFAULT_READ_BUFFER_BYTES,
+            ring_entries: DEFAULT_RING_ENTRIES,
+            log_level: "info".into(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// CPUs this process may run on (its affinity mask), at least 1.
+pub fn available_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The command line. Every flag has a `URING_CHAT_*` variable and a key of the same name in `--config`.
+#[derive(Parser, Debug)]
+#[command(
+    name = "uring-chat",
+    version,
+    about = "Thread-per-core io_uring chat server (newline-delimited JSON over TCP)."
+)]
+struct Cli {
+    /// TOML file with any of the keys below (kebab-case, e.g. `max-frame-bytes = 65536`).
+    #[arg(long, env = "URING_CHAT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on (also SERVER_HOST).
+    #[arg(long, env = "URING_CHAT_HOST", default_value = "0.0.0.0")]
+    host: String,
+    /// TCP port; 0 picks a free one (also SERVER_PORT).
+    #[arg(long, env = "URING_CHAT_PORT", default_value_t = 8080)]
+    port: u16,
+    /// Worker threads, one pinned per CPU, each with its own ring and listener [default: CPUs available].
+    #[arg(long, env = "URING_CHAT_CORES")]
+    cores: Option<usize>,
+    /// Largest inbound frame in bytes; longer ones get FRAME_TOO_LARGE and a close.
+    #[arg(long, env = "URING_CHAT_MAX_FRAME_BYTES", default_value_t = DEFAULT_MAX_FRAME_BYTES)]
+    max_frame_bytes: usize,
+    /// Bytes a client may owe before it is cut off as a slow consumer.
+    #[arg(long, env = "URING_CHAT_MAX_OUTBOUND_BYTES", default_value_t = DEFAULT_MAX_OUTBOUND_BYTES)]
+    max_outbound_bytes: usize,
+    /// Listen backlog of each core's listener.
+    #[arg(long, env = "URING_CHAT_LISTEN_BACKLOG", default_value_t = DEFAULT_LISTEN_BACKLOG)]
+    listen_backlog: u32,
+    /// Connections server-wide; extra clients get SERVER_FULL. Lowered to fit the open-file limit.
+    #[arg(long, env = "URING_CHAT_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Users listed in connect_response and in each `users` page.
+    #[arg(long, env = "URING_CHAT_USER_LIST_LIMIT", default_value_t = DEFAULT_USER_LIST_LIMIT)]
+    user_list_limit: usize,
+    /// How often each core sends its coalesced joins and leaves (e.g. 100ms, 1s).
+    #[arg(long, env = "URING_CHAT_PRESENCE_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
+    presence_interval: Duration,
+    /// Above this many users, presence frames carry counts only.
+    #[arg(long, env = "URING_CHAT_PRESENCE_LIMIT", default_value_t = DEFAULT_PRESENCE_LIMIT)]
+    presence_limit: usize,
+    /// Names per list in one presence frame.
+    #[arg(long, env = "URING_CHAT_PRESENCE_NAMES", default_value_t = DEFAULT_PRESENCE_NAMES)]
+    presence_names: usize,
+    /// How long a stopping server (or a closing connection) may flush queued output.
+    #[arg(long, env = "URING_CHAT_DRAIN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    drain_timeout: Duration,
+    /// Read buffer per connection while idle; it grows for a large frame and shrinks back.
+    #[arg(long, env = "URING_CHAT_READ_BUFFER_BYTES", default_value_t = DEFAULT_READ_BUFFER_BYTES)]
+    read_buffer_bytes: usize,
+    /// io_uring submission-queue entries per core (the completion queue is 16 times larger).
+    #[arg(long, env = "URING_CHAT_RING_ENTRIES", default_value_t = DEFAULT_RING_ENTRIES)]
+    ring_entries: u32,
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive); RUST_LOG wins when set.
+    #[arg(long, env = "URING_CHAT_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// Log line format, to stderr.
+    #[arg(long, env = "URING_CHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// The `--config` file: the same keys as the flags, all optional.
+#[derive(Deserialize, Default, Debug)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct FileConfig {
+    host: Option<String>,
+    port: Option<u16>,
+    cores: Option<usize>,
+    max_frame_bytes: Option<usize>,
+    max_outbound_bytes: Option<usize>,
+    listen_backlog: Option<u32>,
+    max_connections: Option<usize>,
+    user_list_limit: Option<usize>,
+    presence_interval: Option<String>,
+    presence_limit: Option<usize>,
+    presence_names: Option<usize>,
+    drain_timeout: Option<String>,
+    read_buffer_bytes: Option<usize>,
+    ring_entries: Option<u32>,
+    log_level: Option<String>,
+    log_format: Option<LogFormat>,
+}
+
+impl Config {
+    /// Reads the process's command line, environment and `--config` file. Errors are ready to print.
+    pub fn from_args<I, T>(args: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Cli::command()
+            .try_get_matches_from(args)
+            .map_err(ConfigError::Cli)?;
+        let cli = Cli::from_arg_matches(&matches).map_err(ConfigError::Cli)?;
+        let file = match &cli.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let layers = Layers { matches: &matches };
+        let host = layers
+            .legacy_env("host", "SERVER_HOST")
+            .unwrap_or(cli.host.clone());
+        let port = match layers.legacy_env("port", "SERVER_PORT") {
+            Some(port) => port
+                .parse()
+                .map_err(|_| format!("SERVER_PORT={port} is not a port number"))?,
+            None => cli.port,
+        };
+        let config = Config {
+            host: layers.pick("host", host, file.host),
+            port: layers.pick("port", port, file.port),
+            cores: cli.cores.or(file.cores).unwrap_or_else(available_cpus),
+            max_frame_bytes: layers.pick(
+                "max_frame_bytes",
+                cli.max_frame_bytes,
+                file.max_frame_bytes,
+            ),
+            max_outbound_bytes: layers.pick(
+                "max_outbound_bytes",
+                cli.max_outbound_bytes,
+                file.max_outbound_bytes,
+            ),
+            listen_backlog: layers.pick("listen_backlog", cli.listen_backlog, file.listen_backlog),
+            max_connections: layers.pick(
+                "max_connections",
+                cli.max_connections,
+                file.max_connections,
+            ),
+            user_list_limit: layers.pick(
+                "user_list_limit",
+                cli.user_list_limit,
+                file.user_list_limit,
+            ),
+            presence_interval: layers.pick(
+                "presence_interval",
+                cli.presence_interval,
+                file.presence_interval
+                    .as_deref()
+                    .map(parse_duration)
+                    .transpose()?,
+            ),
+            presence_limit: layers.pick("presence_limit", cli.presence_limit, file.presence_limit),
+            presence_names: layers.pick("presence_names", cli.presence_names, file.presence_names),
+            drain_timeout: layers.pick(
+                "drain_timeout",
+                cli.drain_timeout,
+                file.drain_timeout
+                    .as_deref()
+                    .map(parse_duration)
+                    .transpose()?,
+            ),
+            read_buffer_bytes: layers.pick(
+                "read_buffer_bytes",
+                cli.read_buffer_bytes,
+                file.read_buffer_bytes,
+            ),
+            ring_entries: layers.pick("ring_entries", cli.ring_entries, file.ring_entries),
+            log_level: layers.pick("log_level", cli.log_level, file.log_level),
+            log_format: layers.pick("log_format", cli.log_format, file.log_format),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Rejects settings the server cannot run with, saying which and why.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.cores == 0 || self.cores > MAX_CORES {
+            return Err(format!(
+                "--cores must be 1..={MAX_CORES}, got {}",
+                self.cores
+            ));
+        }
+        if self.max_frame_bytes < 64 {
+            return Err("--max-frame-bytes must be at least 64".into());
+        }
+        if self.read_buffer_bytes < 64 || self.read_buffer_bytes > self.max_frame_bytes {
+            return Err("--read-buffer-bytes must be between 64 and --max-frame-bytes".into());
+        }
+        if self.max_outbound_bytes < self.max_frame_bytes {
+            return Err("--max-outbound-bytes must be at least --max-frame-bytes".into());
+        }
+        if self.max_connections == 0 || self.user_list_limit == 0 || self.ring_entries < 8 {
+            return Err("--max-connections and --user-list-limit must be positive, --ring-entries at least 8".into());
+        }
+        if self.presence_interval.is_zero() {
+            return Err("--presence-interval must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// Why the settings could not be read: a command-line problem (or `--help`), or a bad value.
+#[derive(Debug)]
+pub enum ConfigError {
+    Cli(clap::Error),
+    Invalid(String),
+}
+
+impl From<String> for ConfigError {
+    fn from(message: String) -> Self {
+        ConfigError::Invalid(message)
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::Cli(error) => write!(f, "{error}"),
+            ConfigError::Invalid(message) => f.write_str(message),
+        }
+    }
+}
+
+impl ConfigError {
+    /// Prints the help, version or error the way clap does and exits: 0 for help, 2 for errors.
+    pub fn exit(self) -> ! {
+        match self {
+            ConfigError::Cli(error) => error.exit(),
+            ConfigError::Invalid(message) => {
+                eprintln!("uring-chat: {message}");
+                std::process::exit(2)
+            }
+        }
+    }
+}
+
+/// Knows where clap found each value, so the file can slot in below the environment.
+struct Layers<'a> {
+    matches: &'a ArgMatches,
+}
+
+impl Layers<'_> {
+    fn is_default(&self, id: &str) -> bool {
+        matches!(
+            self.matches.value_source(id),
+            Some(ValueSource::DefaultValue) | None
+        )
+    }
+
+    /// The command-line or environment value when one was given, else the file's, else the default.
+    fn pick<T>(&self, id: &str, cli: T, file: Option<T>) -> T {
+        match file {
+            Some(value) if self.is_default(id) => value,
+            _ => cli,
+        }
+    }
+
+    /// The old server's variable, when neither the flag nor its `URING_CHAT_*` twin is set.
+    fn legacy_env(&self, id: &str, var: &str) -> Option<String> {
+        if !self.is_default(id) {
+            return None;
+        }
+        std::env::var(var).ok().filter(|v| !v.is_empty())
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read --config {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("bad --config {}: {e}", path.display()))
+}
+
+/// Parses `250ms`, `5s`, `2m` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 100ms, 5s or 2m"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("`{text}`: unknown unit `{unit}` (use ms, s or m)")),
+    };
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("100ms").unwrap(), Duration::from_millis(100));
+        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("5h").is_err());
+    }
+
+    #[test]
+    fn flag_beats_file_and_file_beats_default() {
+        let dir = std::env::temp_dir().join(format!("uring-chat-config-{}", std::process::id()));
+        std::fs::write(
+            &dir,
+            "port = 9000\nmax-frame-bytes = 4096\npresence-interval = \"250ms\"\n",
+        )
+        .unwrap();
+        let path = dir.to_str().unwrap();
+        let config = Config::from_args([
+            "uring-chat",
+            "--config",
+            path,
+            "--port",
+            "7000",
+            "--cores",
+            "1",
+        ])
+        .unwrap();
+        assert_eq!(config.port, 7000, "flag beats file");
+        assert_eq!(config.max_frame_bytes, 4096, "file beats default");
+        assert_eq!(config.presence_interval, Duration::from_millis(250));
+        assert_eq!(
+            config.max_outbound_bytes, DEFAULT_MAX_OUTBOUND_BYTES,
+            "default stays"
+        );
+        std::fs::remove_file(&dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_file_keys_are_rejected() {
+        let dir = std::env::temp_dir().join(format!("uring-chat-badconfig-{}", std::process::id()));
+        std::fs::write(&dir, "prot = 9000\n").unwrap();
+        let err = Config::from_args(["uring-chat", "--config", dir.to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("prot"), "{err}");
+        std::fs::remove_file(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_settings_say_which() {
+        let err = Config::from_args(["uring-chat", "--cores", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--cores"), "{err}");
+    }
+}

@@ -1,0 +1,230 @@
+//! One client socket: its reader task, its writer, and how it closes.
+//!
+//! tokio-uring cannot cancel an operation by dropping its future (../shared/notes/tokio-uring.md), so
+//! no read or write here ever sits in a `select!` or a timeout. Each connection has exactly one reader
+//! task, which holds the only pending read, and at most one writer task, spawned when frames are
+//! queued for an idle socket and ended when its queue is empty, so an idle connection costs one task
+//! and one small read buffer. Closing is always `shutdown(2)` on the socket, which completes whatever
+//! read or write is pending, so both tasks end on their own; the fd closes when the last `Rc` goes.
+
+use std::cell::{Cell, RefCell};
+use std::net::Shutdown;
+use std::rc::{Rc, Weak};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio_uring::buf::BoundedBuf;
+use tokio_uring::net::TcpStream;
+
+use crate::codec::{Event, FrameDecoder};
+use crate::core::Core;
+use crate::outbound::{OutFrame, OutQueue, Overflow};
+use crate::protocol::{self, ErrorCode};
+use crate::session::{self, Session};
+
+/// A client connection, owned by the core that accepted it.
+pub struct Connection {
+    pub id: u64,
+    stream: TcpStream,
+    out: RefCell<OutQueue>,
+    writing: Cell<bool>,
+    /// Set once the connection is on its way out: nothing more is queued or read.
+    closing: Cell<bool>,
+    /// The logged-in user, if any.
+    pub(crate) session: RefCell<Option<Session>>,
+    /// Position in the core's member list while logged in.
+    pub(crate) member_index: Cell<usize>,
+    shared: std::sync::Arc<crate::core::Shared>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Connection {
+    /// Wraps an accepted socket; the caller has already counted it in `core.shared.connections`.
+    pub fn new(core: &Core, id: u64, stream: TcpStream) -> Rc<Connection> {
+        Rc::new(Connection {
+            id,
+            stream,
+            out: RefCell::new(OutQueue::default()),
+            writing: Cell::new(false),
+            closing: Cell::new(false),
+            session: RefCell::new(None),
+            member_index: Cell::new(usize::MAX),
+            shared: core.shared.clone(),
+        })
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.get()
+    }
+
+    /// Queues a frame. A client that owes more than the bound is cut off as a slow consumer: its
+    /// queue is freed at once, it gets `SLOW_CONSUMER` if it ever reads again, and it is closed.
+    pub fn send(self: &Rc<Self>, core: &Core, frame: OutFrame) {
+        if self.closing.get() {
+            return;
+        }
+        let pushed = self
+            .out
+            .borrow_mut()
+            .push(frame, core.config.max_outbound_bytes);
+        match pushed {
+            Ok(()) => self.wake_writer(),
+            Err(Overflow) => {
+                tracing::debug!(conn = self.id, "slow consumer cut off");
+                self.out.borrow_mut().clear();
+                let reason = "you did not read fast enough: your outbound queue passed its bound";
+                self.fail(core, ErrorCode::SlowConsumer, reason);
+            }
+        }
+    }
+
+    /// Sends a reply that keeps the connection open.
+    pub fn reply(self: &Rc<Self>, core: &Core, frame: Bytes) {
+        self.send(core, OutFrame::new(frame));
+    }
+
+    /// Sends a closing error, then closes.
+    pub fn fail(self: &Rc<Self>, core: &Core, code: ErrorCode, reason: &str) {
+        self.finish(core, protocol::error(code, reason));
+    }
+
+    /// Queues a last frame past the bound, flushes it and closes: the peer gets the frame and a FIN.
+    /// If the flush has not finished within the drain timeout, the socket is shut down regardless.
+    pub fn finish(self: &Rc<Self>, core: &Core, last: Bytes) {
+        if self.closing.replace(true) {
+            return;
+        }
+        self.out.borrow_mut().push_unbounded(OutFrame::new(last));
+        self.wake_writer();
+        let weak: Weak<Connection> = Rc::downgrade(self);
+        let grace: Duration = core.config.drain_timeout;
+        tokio_uring::spawn(async move {
+            tokio::time::sleep(grace).await;
+            if let Some(conn) = weak.upgrade() {
+                conn.shutdown_now();
+            }
+        });
+    }
+
+    /// Ends both directions now: any pending read or write completes, and both tasks end.
+    pub fn shutdown_now(&self) {
+        self.closing.set(true);
+        // ENOTCONN when the peer is already gone is fine: the goal is reached either way.
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    fn wake_writer(self: &Rc<Self>) {
+        if !self.writing.replace(true) {
+            tokio_uring::spawn(write_loop(self.clone()));
+        }
+    }
+}
+
+/// Writes everything queued, one `writev` in flight, until the queue is empty.
+async fn write_loop(conn: Rc<Connection>) {
+    let mut batch = Vec::new();
+    loop {
+        {
+            let mut out = conn.out.borrow_mut();
+            if out.is_empty() {
+                conn.writing.set(false);
+                if conn.closing.get() {
+                    // Everything owed has been written: send FIN and let the reader see the peer's.
+                    let _ = conn.stream.shutdown(Shutdown::Write);
+                }
+                return;
+            }
+            out.take_batch(&mut batch);
+        }
+        let (result, returned) = conn.stream.writev(batch).await;
+        batch = returned;
+        let mut out = conn.out.borrow_mut();
+        match result {
+            Ok(written) => out.complete_batch(&mut batch, written),
+            Err(error) => {
+                tracing::debug!(conn = conn.id, %error, "write failed");
+                out.complete_batch(&mut batch, 0);
+                out.clear();
+                conn.writing.set(false);
+                drop(out);
+                conn.shutdown_now();
+                return;
+            }
+        }
+    }
+}
+
+/// The reader task: reads, splits frames, hands them to the session, and cleans up at the end.
+pub async fn serve(core: Rc<Core>, conn: Rc<Connection>) {
+    let idle_capacity = core.config.read_buffer_bytes;
+    let max_frame = core.config.max_frame_bytes;
+    let mut buf: Vec<u8> = Vec::with_capacity(idle_capacity);
+    let mut decoder = FrameDecoder::new(max_frame);
+    loop {
+        if buf.len() == buf.capacity() {
+            // A frame bigger than the buffer: grow towards the frame limit, never past it.
+            let target = (buf.capacity() * 2).min(max_frame + idle_capacity);
+            buf.reserve_exact(target - buf.len());
+        }
+        let (len, capacity) = (buf.len(), buf.capacity());
+        let (result, slice) = conn.stream.read(buf.slice(len..capacity)).await;
+        buf = slice.into_inner();
+        match result {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        if conn.is_closing() || !core.takes_input() {
+            // A lingering close or a drain: read to keep the peer's writes from failing, ignore it.
+            session::logout(&core, &conn);
+            buf.clear();
+            shrink(&mut buf, idle_capacity);
+            continue;
+        }
+        while let Some(event) = decoder.next(&buf) {
+            match event {
+                Event::Frame(range) => session::handle_frame(&core, &conn, &buf[range]),
+                Event::Invalid => conn.reply(
+                    &core,
+                    protocol::error(
+                        ErrorCode::InvalidMessage,
+                        "a line that is not one JSON object",
+                    ),
+                ),
+                Event::TooLarge => {
+                    let reason = format!("frames are limited to {max_frame} bytes");
+                    conn.fail(&core, ErrorCode::FrameTooLarge, &reason);
+                }
+            }
+            if conn.is_closing() {
+                break;
+            }
+        }
+        if conn.is_closing() {
+            session::logout(&core, &conn);
+            buf.clear();
+            decoder = FrameDecoder::new(max_frame);
+        } else {
+            decoder.discard_consumed(&mut buf);
+        }
+        shrink(&mut buf, idle_capacity);
+        core.router.wait_for_room().await;
+    }
+    session::logout(&core, &conn);
+    conn.closing.set(true);
+    core.forget(&conn);
+}
+
+/// Gives a grown read buffer back once the large frame that needed it is gone.
+fn shrink(buf: &mut Vec<u8>, idle_capacity: usize) {
+    if buf.capacity() > idle_capacity && buf.len() <= idle_capacity / 2 {
+        let mut small = Vec::with_capacity(idle_capacity);
+        small.extend_from_slice(buf);
+        *buf = small;
+    }
+}

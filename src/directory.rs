@@ -1,0 +1,159 @@
+//! The server-wide user directory: who is logged in, under which unique name.
+//!
+//! Names must be unique across all cores, so one authority holds them. It sits behind a `Mutex`
+//! touched only at login, logout, `users` pages and presence ticks, never per message: messages find
+//! their core through the userID itself. Users are kept in login order so `users` pages are stable.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use crate::protocol::UserEntry;
+use crate::user_id::UserId;
+
+/// Longest username, in characters.
+pub const MAX_USERNAME_CHARS: usize = 32;
+
+/// Why a name was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NameError {
+    Invalid(&'static str),
+    Taken,
+}
+
+/// A user's place in the directory; give it back to [`Directory::unregister`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Registration(u64);
+
+#[derive(Default)]
+struct Users {
+    by_name: HashMap<Box<str>, u64>,
+    by_login: BTreeMap<u64, (UserId, Box<str>)>,
+    next: u64,
+}
+
+#[derive(Default)]
+pub struct Directory {
+    users: Mutex<Users>,
+}
+
+/// Checks the naming rules of docs/PROTOCOL.md.
+pub fn validate_username(name: &str) -> Result<(), NameError> {
+    let chars = name.chars().count();
+    if chars == 0 {
+        return Err(NameError::Invalid("the username is empty"));
+    }
+    if chars > MAX_USERNAME_CHARS {
+        return Err(NameError::Invalid(
+            "the username is longer than 32 characters",
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(NameError::Invalid(
+            "the username contains control characters",
+        ));
+    }
+    if name.trim() != name {
+        return Err(NameError::Invalid(
+            "the username starts or ends with whitespace",
+        ));
+    }
+    Ok(())
+}
+
+impl Directory {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Users> {
+        // A panic elsewhere ends the process, so a poisoned lock never needs recovering from.
+        self.users
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Claims `name` for `id`, or says why not.
+    pub fn register(&self, name: &str, id: UserId) -> Result<Registration, NameError> {
+        validate_username(name)?;
+        let mut users = self.lock();
+        if users.by_name.contains_key(name) {
+            return Err(NameError::Taken);
+        }
+        let seq = users.next;
+        users.next += 1;
+        users.by_name.insert(name.into(), seq);
+        users.by_login.insert(seq, (id, name.into()));
+        Ok(Registration(seq))
+    }
+
+    /// Frees the user's name.
+    pub fn unregister(&self, registration: Registration) {
+        let mut users = self.lock();
+        if let Some((_, name)) = users.by_login.remove(&registration.0) {
+            users.by_name.remove(&name);
+        }
+    }
+
+    /// Up to `limit` users in login order starting at `offset`, and the total count.
+    pub fn page(&self, offset: usize, limit: usize) -> (Vec<UserEntry>, usize) {
+        let users = self.lock();
+        let page = users
+            .by_login
+            .values()
+            .skip(offset)
+            .take(limit)
+            .map(|(id, name)| UserEntry {
+                user_id: id.to_string(),
+                username: name.to_string(),
+            })
+            .collect();
+        (page, users.by_login.len())
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().by_login.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_until_freed() {
+        let directory = Directory::default();
+        let alice = directory.register("alice", UserId::new(0)).unwrap();
+        assert_eq!(
+            directory.register("alice", UserId::new(1)),
+            Err(NameError::Taken)
+        );
+        directory.unregister(alice);
+        assert!(directory.register("alice", UserId::new(1)).is_ok());
+    }
+
+    #[test]
+    fn naming_rules() {
+        assert!(validate_username("Zoë 🚀").is_ok());
+        assert!(validate_username(&"é".repeat(32)).is_ok());
+        for bad in ["", " bob", "bob ", "b\u{7}ob", &"x".repeat(33)] {
+            assert!(
+                matches!(validate_username(bad), Err(NameError::Invalid(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn pages_follow_login_order() {
+        let directory = Directory::default();
+        for name in ["a", "b", "c", "d"] {
+            directory.register(name, UserId::new(0)).unwrap();
+        }
+        let (page, count) = directory.page(1, 2);
+        assert_eq!(count, 4);
+        assert_eq!(
+            page.iter().map(|u| u.username.as_str()).collect::<Vec<_>>(),
+            ["b", "c"]
+        );
+    }
+}

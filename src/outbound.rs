@@ -1,0 +1,210 @@
+//! A connection's outbound queue: frames waiting to be written, bounded in bytes, drained in batches.
+//!
+//! On loopback a TCP segment costs microseconds of CPU whatever its size, so the writer sends
+//! everything queued since its last write in one `writev`. Batches grow with load by themselves and
+//! a lone message still goes out at once. Frames are `Rc<Bytes>`: one frame is shared by all the
+//! recipients on a core with a plain (non-atomic) count, so fan-out costs no atomic per recipient.
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use tokio_uring::buf::IoBuf;
+
+/// Most buffers in one `writev` (the kernel's IOV_MAX).
+pub const MAX_IOVECS: usize = 1024;
+
+/// One encoded frame, shared by every recipient on this core.
+#[derive(Clone, Debug)]
+pub struct OutFrame(Rc<Bytes>);
+
+impl OutFrame {
+    pub fn new(bytes: Bytes) -> OutFrame {
+        OutFrame(Rc::new(bytes))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The unwritten rest of a frame after a short write.
+    fn tail(&self, from: usize) -> OutFrame {
+        OutFrame::new(self.0.slice(from..))
+    }
+}
+
+// SAFETY: the bytes live behind an `Rc` that the frame keeps alive, and `Bytes` never moves or
+// changes its contents, so the pointer stays valid and stable while the ring owns the frame.
+unsafe impl IoBuf for OutFrame {
+    fn stable_ptr(&self) -> *const u8 {
+        self.0.as_ptr()
+    }
+
+    fn bytes_init(&self) -> usize {
+        self.0.len()
+    }
+
+    fn bytes_total(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// The queue passed its bound: the client is a slow consumer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Overflow;
+
+/// Frames owed to one client. `owed` counts queued bytes plus the batch being written.
+#[derive(Debug, Default)]
+pub struct OutQueue {
+    frames: VecDeque<OutFrame>,
+    owed: usize,
+}
+
+impl OutQueue {
+    /// Queues `frame` unless that would make the client owe more than `limit` bytes.
+    pub fn push(&mut self, frame: OutFrame, limit: usize) -> Result<(), Overflow> {
+        if self.owed + frame.len() > limit {
+            return Err(Overflow);
+        }
+        self.push_unbounded(frame);
+        Ok(())
+    }
+
+    /// Queues a last frame (an error before a close) past the bound; callers stop queueing after.
+    pub fn push_unbounded(&mut self, frame: OutFrame) {
+        self.owed += frame.len();
+        self.frames.push_back(frame);
+    }
+
+    /// Frees everything not yet handed to the kernel; used when the client is cut off.
+    pub fn clear(&mut self) {
+        let queued: usize = self.frames.iter().map(OutFrame::len).sum();
+        self.owed -= queued;
+        self.frames.clear();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Bytes queued or being written.
+    pub fn owed(&self) -> usize {
+        self.owed
+    }
+
+    /// Moves up to `MAX_IOVECS` frames into `batch` (empty on entry) for one `writev`.
+    pub fn take_batch(&mut self, batch: &mut Vec<OutFrame>) {
+        let n = self.frames.len().min(MAX_IOVECS);
+        batch.extend(self.frames.drain(..n));
+    }
+
+    /// Accounts for a `writev` of `batch` that wrote `written` bytes: whatever was not written goes
+    /// back to the front of the queue, in order. Leaves `batch` empty for reuse.
+    pub fn complete_batch(&mut self, batch: &mut Vec<OutFrame>, written: usize) {
+        self.owed -= written;
+        let mut skip = written;
+        let mut first_unwritten = batch.len();
+        let mut partial = None;
+        for (i, frame) in batch.iter().enumerate() {
+            if skip < frame.len() {
+                first_unwritten = i;
+                if skip > 0 {
+                    partial = Some(frame.tail(skip));
+                }
+                break;
+            }
+            skip -= frame.len();
+        }
+        let rest_start = first_unwritten + usize::from(partial.is_some());
+        for frame in batch.drain(rest_start..).rev() {
+            self.frames.push_front(frame);
+        }
+        if let Some(partial) = partial {
+            self.frames.push_front(partial);
+        }
+        batch.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(text: &'static str) -> OutFrame {
+        OutFrame::new(Bytes::from_static(text.as_bytes()))
+    }
+
+    fn contents(queue: &mut OutQueue) -> Vec<u8> {
+        let mut batch = Vec::new();
+        queue.take_batch(&mut batch);
+        let bytes = batch.iter().flat_map(|f| f.0.to_vec()).collect();
+        queue.complete_batch(&mut batch, queue.owed());
+        bytes
+    }
+
+    #[test]
+    fn bound_counts_queued_and_in_flight_bytes() {
+        let mut queue = OutQueue::default();
+        queue.push(frame("12345"), 8).unwrap();
+        let mut batch = Vec::new();
+        queue.take_batch(&mut batch);
+        assert_eq!(
+            queue.push(frame("6789"), 8),
+            Err(Overflow),
+            "in-flight bytes still count"
+        );
+        queue.complete_batch(&mut batch, 5);
+        queue.push(frame("6789"), 8).unwrap();
+        assert_eq!(queue.owed(), 4);
+    }
+
+    #[test]
+    fn short_writes_requeue_the_rest_in_order() {
+        for written in 0..=9 {
+            let mut queue = OutQueue::default();
+            for text in ["abc", "def", "ghi"] {
+                queue.push(frame(text), 100).unwrap();
+            }
+            let mut batch = Vec::new();
+            queue.take_batch(&mut batch);
+            queue.complete_batch(&mut batch, written);
+            assert!(batch.is_empty());
+            assert_eq!(queue.owed(), 9 - written);
+            assert_eq!(
+                contents(&mut queue),
+                &b"abcdefghi"[written..],
+                "written {written}"
+            );
+        }
+    }
+
+    #[test]
+    fn batches_stop_at_iov_max() {
+        let mut queue = OutQueue::default();
+        for _ in 0..MAX_IOVECS + 5 {
+            queue.push(frame("x"), usize::MAX).unwrap();
+        }
+        let mut batch = Vec::new();
+        queue.take_batch(&mut batch);
+        assert_eq!(batch.len(), MAX_IOVECS);
+        queue.complete_batch(&mut batch, MAX_IOVECS);
+        assert_eq!(queue.owed(), 5);
+    }
+
+    #[test]
+    fn clear_frees_only_what_is_queued() {
+        let mut queue = OutQueue::default();
+        queue.push(frame("abc"), 100).unwrap();
+        let mut batch = Vec::new();
+        queue.take_batch(&mut batch);
+        queue.push(frame("def"), 100).unwrap();
+        queue.clear();
+        assert_eq!(queue.owed(), 3, "the batch in flight is still owed");
+        queue.complete_batch(&mut batch, 3);
+        assert_eq!(queue.owed(), 0);
+    }
+}

@@ -1,0 +1,362 @@
+//! Protocol v1 frames: parsing what clients send, encoding what the server sends.
+//!
+//! docs/PROTOCOL.md is the contract; this module is its code. Inbound frames are parsed with serde
+//! into borrowed fields, and a chat `content` is kept as its raw JSON token, so forwarding a message
+//! copies it once into the outgoing frame without unescaping and re-escaping it. Every outbound frame
+//! is built once into a `Bytes` and shared by all its recipients.
+
+use std::borrow::Cow;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::user_id::UserId;
+
+/// The `senderID` of frames the server makes itself.
+pub const SERVER_SENDER: &str = "server";
+
+/// Error codes of protocol v1 (docs/PROTOCOL.md, "Errors").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidMessage,
+    UnknownType,
+    NotConnected,
+    AlreadyConnected,
+    InvalidUsername,
+    NameTaken,
+    UserNotFound,
+    FrameTooLarge,
+    SlowConsumer,
+    ServerFull,
+    ServerShutdown,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidMessage => "INVALID_MESSAGE",
+            ErrorCode::UnknownType => "UNKNOWN_TYPE",
+            ErrorCode::NotConnected => "NOT_CONNECTED",
+            ErrorCode::AlreadyConnected => "ALREADY_CONNECTED",
+            ErrorCode::InvalidUsername => "INVALID_USERNAME",
+            ErrorCode::NameTaken => "NAME_TAKEN",
+            ErrorCode::UserNotFound => "USER_NOT_FOUND",
+            ErrorCode::FrameTooLarge => "FRAME_TOO_LARGE",
+            ErrorCode::SlowConsumer => "SLOW_CONSUMER",
+            ErrorCode::ServerFull => "SERVER_FULL",
+            ErrorCode::ServerShutdown => "SERVER_SHUTDOWN",
+        }
+    }
+}
+
+/// The envelope as a client sends it. Missing or `null` fields are empty; unknown ones are ignored.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type", default, borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(rename = "recipientID", default, borrow)]
+    recipient_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    content: Option<&'a RawValue>,
+    /// Type-checked like the other fields, then ignored: the server sets `senderID` itself.
+    #[serde(rename = "senderID", default, borrow)]
+    _sender_id: Option<Cow<'a, str>>,
+}
+
+/// A parsed inbound frame.
+#[derive(Debug)]
+pub struct Request<'a> {
+    pub kind: Cow<'a, str>,
+    pub recipient_id: Cow<'a, str>,
+    pub content: JsonString<'a>,
+}
+
+/// A JSON string token exactly as the client sent it, quotes included.
+#[derive(Clone, Copy, Debug)]
+pub struct JsonString<'a>(&'a str);
+
+impl<'a> JsonString<'a> {
+    pub const EMPTY: JsonString<'static> = JsonString("\"\"");
+
+    /// The token, ready to be copied into an outgoing frame.
+    pub fn json(self) -> &'a str {
+        self.0
+    }
+
+    /// The string's value, unescaped.
+    pub fn decode(self) -> String {
+        serde_json::from_str(self.0).expect("token was validated as a JSON string")
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == "\"\""
+    }
+}
+
+/// Parses one frame found by the codec. The error is a reason for an `INVALID_MESSAGE` frame.
+pub fn parse_request(frame: &[u8]) -> Result<Request<'_>, String> {
+    let envelope: Envelope<'_> = serde_json::from_slice(frame).map_err(|e| e.to_string())?;
+    let kind = envelope.kind.ok_or("missing field `type`")?;
+    let content = match envelope.content {
+        None => JsonString::EMPTY,
+        Some(raw) if raw.get().starts_with('"') => JsonString(raw.get()),
+        Some(raw) => return Err(format!("`content` must be a string, got {}", raw.get())),
+    };
+    Ok(Request {
+        kind,
+        recipient_id: envelope.recipient_id.unwrap_or_default(),
+        content,
+    })
+}
+
+/// `{"userID","username"}` as in the old server's user lists.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct UserEntry {
+    #[serde(rename = "userID")]
+    pub user_id: String,
+    pub username: String,
+}
+
+/// Appends `text` as a JSON string token.
+fn put_json_string(out: &mut BytesMut, text: &str) {
+    serde_json::to_writer(out.writer(), text).expect("writing to memory cannot fail");
+}
+
+/// A frame from the server: `{"type":kind,"senderID":"server"[,"recipientID":..][,"code":..],"content":..}`.
+fn server_frame(
+    kind: &str,
+    recipient: Option<UserId>,
+    code: Option<ErrorCode>,
+    content_json: &str,
+) -> Bytes {
+    let mut out = BytesMut::with_capacity(64 + kind.len() + content_json.len());
+    out.put_slice(b"{\"type\":\"");
+    out.put_slice(kind.as_bytes());
+    out.put_slice(b"\",\"senderID\":\"server\"");
+    if let Some(recipient) = recipient {
+        out.put_slice(b",\"recipientID\":\"");
+        out.put_slice(&recipient.to_text());
+        out.put_u8(b'"');
+    }
+    if let Some(code) = code {
+        out.put_slice(b",\"code\":\"");
+        out.put_slice(code.as_str().as_bytes());
+        out.put_u8(b'"');
+    }
+    out.put_slice(b",\"content\":");
+    out.put_slice(content_json.as_bytes());
+    out.put_slice(b"}\n");
+    out.freeze()
+}
+
+/// A server frame whose content is a JSON document encoded as a string, as the old server did.
+fn server_document<T: Serialize>(kind: &str, recipient: Option<UserId>, document: &T) -> Bytes {
+    let inner = serde_json::to_string(document).expect("documents serialise");
+    let mut token = BytesMut::with_capacity(inner.len() + 16);
+    put_json_string(&mut token, &inner);
+    server_frame(
+        kind,
+        recipient,
+        None,
+        std::str::from_utf8(&token).expect("JSON is UTF-8"),
+    )
+}
+
+pub fn error(code: ErrorCode, reason: &str) -> Bytes {
+    let mut token = BytesMut::with_capacity(reason.len() + 2);
+    put_json_string(&mut token, reason);
+    server_frame(
+        "error",
+        None,
+        Some(code),
+        std::str::from_utf8(&token).expect("JSON is UTF-8"),
+    )
+}
+
+pub fn pong(content: JsonString<'_>) -> Bytes {
+    server_frame("pong", None, None, content.json())
+}
+
+#[derive(Serialize)]
+struct ConnectDocument<'a> {
+    #[serde(rename = "userID")]
+    user_id: String,
+    username: &'a str,
+    #[serde(rename = "userList")]
+    user_list: &'a [UserEntry],
+    #[serde(rename = "userCount")]
+    user_count: usize,
+    core: usize,
+}
+
+pub fn connect_response(
+    user_id: UserId,
+    username: &str,
+    user_list: &[UserEntry],
+    user_count: usize,
+) -> Bytes {
+    let document = ConnectDocument {
+        user_id: user_id.to_string(),
+        username,
+        user_list,
+        user_count,
+        core: user_id.core(),
+    };
+    server_document("connect_response", Some(user_id), &document)
+}
+
+#[derive(Serialize)]
+struct UserPage<'a> {
+    offset: usize,
+    #[serde(rename = "userList")]
+    user_list: &'a [UserEntry],
+    #[serde(rename = "userCount")]
+    user_count: usize,
+}
+
+pub fn user_list_update(
+    recipient: UserId,
+    offset: usize,
+    user_list: &[UserEntry],
+    user_count: usize,
+) -> Bytes {
+    let page = UserPage {
+        offset,
+        user_list,
+        user_count,
+    };
+    server_document("user_list_update", Some(recipient), &page)
+}
+
+pub fn disconnect_response(user: Option<(UserId, &str)>) -> Bytes {
+    match user {
+        Some((user_id, username)) => {
+            let entry = UserEntry {
+                user_id: user_id.to_string(),
+                username: username.to_string(),
+            };
+            server_document("disconnect_response", Some(user_id), &entry)
+        }
+        None => Bytes::from_static(b"{\"type\":\"disconnect_response\",\"senderID\":\"server\",\"recipientID\":\"\",\"content\":\"{}\"}\n"),
+    }
+}
+
+/// One core's joins and leaves since its last presence frame.
+#[derive(Serialize, Debug)]
+pub struct PresenceDocument<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub joined: Option<&'a [UserEntry]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub left: Option<&'a [UserEntry]>,
+    #[serde(rename = "joinedCount")]
+    pub joined_count: usize,
+    #[serde(rename = "leftCount")]
+    pub left_count: usize,
+    #[serde(rename = "userCount")]
+    pub user_count: usize,
+}
+
+pub fn presence(document: &PresenceDocument<'_>) -> Bytes {
+    server_document("presence", None, document)
+}
+
+/// The parts of a chat frame that depend only on its sender, built once at login.
+#[derive(Debug)]
+pub struct ChatTemplate {
+    /// `{"type":"chat","senderID":"<id>","recipientID":"`
+    head: Box<[u8]>,
+    /// `,"username":"<name>"}\n`
+    tail: Box<[u8]>,
+}
+
+impl ChatTemplate {
+    pub fn new(sender: UserId, username: &str) -> ChatTemplate {
+        let mut head = BytesMut::with_capacity(80);
+        head.put_slice(b"{\"type\":\"chat\",\"senderID\":\"");
+        head.put_slice(&sender.to_text());
+        head.put_slice(b"\",\"recipientID\":\"");
+        let mut tail = BytesMut::with_capacity(username.len() + 16);
+        tail.put_slice(b",\"username\":");
+        put_json_string(&mut tail, username);
+        tail.put_slice(b"}\n");
+        ChatTemplate {
+            head: head.to_vec().into_boxed_slice(),
+            tail: tail.to_vec().into_boxed_slice(),
+        }
+    }
+
+    /// The frame every recipient gets: one allocation, one copy of the content.
+    pub fn frame(&self, recipient: Option<UserId>, content: JsonString<'_>) -> Bytes {
+        let content = content.json().as_bytes();
+        let mut out =
+            BytesMut::with_capacity(self.head.len() + 36 + 13 + content.len() + self.tail.len());
+        out.put_slice(&self.head);
+        if let Some(recipient) = recipient {
+            out.put_slice(&recipient.to_text());
+        }
+        out.put_slice(b"\",\"content\":");
+        out.put_slice(content);
+        out.put_slice(&self.tail);
+        out.freeze()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_old_envelope_and_ignores_unknown_fields() {
+        let request = parse_request(
+            br#"{"type":"chat","recipientID":"x","content":"hi \"you\"","extra":[1,2]}"#,
+        )
+        .unwrap();
+        assert_eq!(request.kind, "chat");
+        assert_eq!(request.recipient_id, "x");
+        assert_eq!(request.content.json(), r#""hi \"you\"""#);
+        assert_eq!(request.content.decode(), "hi \"you\"");
+        let bare = parse_request(br#"{"type":"disconnect","content":null}"#).unwrap();
+        assert!(bare.content.is_empty() && bare.recipient_id.is_empty());
+    }
+
+    #[test]
+    fn rejects_wrong_types_missing_type_and_bad_utf8() {
+        assert!(parse_request(br#"{"type":"chat","content":5}"#)
+            .unwrap_err()
+            .contains("content"));
+        assert!(parse_request(br#"{"type":7}"#).is_err());
+        assert!(parse_request(br#"{"senderID":1,"type":"chat"}"#).is_err());
+        assert!(parse_request(br#"{"content":"x"}"#)
+            .unwrap_err()
+            .contains("type"));
+        assert!(parse_request(b"{\"type\":\"chat\",\"content\":\"\xff\xfe\"}").is_err());
+        assert!(parse_request(b"[1]").is_err());
+    }
+
+    #[test]
+    fn chat_frames_are_exact() {
+        let sender = UserId::parse("0138f2c4-5b1e-8d3a-9f4e-2a6b7c8d9e0f").unwrap();
+        let template = ChatTemplate::new(sender, "al\"ice");
+        let request = parse_request(br#"{"type":"chat","content":"hi\n"}"#).unwrap();
+        assert_eq!(
+            &template.frame(None, request.content)[..],
+            b"{\"type\":\"chat\",\"senderID\":\"0138f2c4-5b1e-8d3a-9f4e-2a6b7c8d9e0f\",\"recipientID\":\"\",\"content\":\"hi\\n\",\"username\":\"al\\\"ice\"}\n"
+        );
+    }
+
+    #[test]
+    fn errors_and_documents_are_exact() {
+        assert_eq!(
+            &error(ErrorCode::NotConnected, "log in first")[..],
+            b"{\"type\":\"error\",\"senderID\":\"server\",\"code\":\"NOT_CONNECTED\",\"content\":\"log in first\"}\n"
+        );
+        let user = UserId::parse("0138f2c4-5b1e-8d3a-9f4e-2a6b7c8d9e0f").unwrap();
+        let frame = disconnect_response(Some((user, "alice")));
+        let value: serde_json::Value = serde_json::from_slice(&frame).unwrap();
+        let content: serde_json::Value =
+            serde_json::from_str(value["content"].as_str().unwrap()).unwrap();
+        assert_eq!(content["username"], "alice");
+        assert_eq!(content["userID"], user.to_string());
+    }
+}

@@ -1,0 +1,214 @@
+//! Starting and stopping the whole server: core threads, their channels, and signals.
+//!
+//! [`Server::start`] does the checks, binds one listener per core and spawns the cores; the handle
+//! it returns is what tests drive (port 0, then `local_addr`). [`run`] is what the binary does:
+//! start, wait for SIGINT or SIGTERM, drain, and exit.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::config::Config;
+use crate::core::{self, Core, Shared};
+use crate::directory::Directory;
+use crate::router::{CoreMsg, Outbox, Router, INBOX_BATCHES};
+use crate::startup;
+
+/// A running server.
+pub struct Server {
+    local_addr: SocketAddr,
+    inboxes: Vec<Outbox>,
+    threads: Vec<JoinHandle<()>>,
+    exits: flume::Receiver<CoreExit>,
+}
+
+/// How a core thread ended.
+#[derive(Debug)]
+pub struct CoreExit {
+    pub core: usize,
+    pub result: Result<(), String>,
+}
+
+impl Server {
+    /// Checks io_uring, raises the open-file limit, binds the listeners and starts every core.
+    /// The error is a message for the operator.
+    pub fn start(mut config: Config) -> Result<Server, String> {
+        config.validate()?;
+        startup::check_io_uring()?;
+        let fd_limit = startup::raise_fd_limit();
+        let capacity = fd_limit.saturating_sub(startup::RESERVED_FDS).max(1) as usize;
+        if capacity < config.max_connections {
+            config.max_connections = capacity;
+        }
+        let addr = startup::resolve(&config.host, config.port)?;
+        let listeners = startup::bind_listeners(addr, config.cores, config.listen_backlog)?;
+        let local_addr = listeners[0].local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(
+            %local_addr,
+            cores = config.cores,
+            open_file_limit = fd_limit,
+            max_connections = config.max_connections,
+            "uring-chat listening; the open-file limit leaves room for {capacity} connections"
+        );
+
+        let cpus = startup::allowed_cpus();
+        if config.cores > cpus.len() {
+            tracing::warn!(
+                cores = config.cores,
+                cpus = cpus.len(),
+                "more cores than CPUs: some CPUs run two cores"
+            );
+        }
+        let shared = Arc::new(Shared {
+            directory: Directory::default(),
+            connections: AtomicUsize::new(0),
+            max_connections: config.max_connections,
+        });
+        let config = Arc::new(config);
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..config.cores)
+            .map(|_| flume::bounded(INBOX_BATCHES))
+            .unzip();
+        let (exit_tx, exits) = flume::unbounded();
+        let mut threads = Vec::with_capacity(config.cores);
+        for (id, (listener, inbox)) in listeners.into_iter().zip(receivers).enumerate() {
+            let cpu = (!cpus.is_empty()).then(|| cpus[id % cpus.len()]);
+            let (config, shared, peers, exit_tx) = (
+                config.clone(),
+                shared.clone(),
+                senders.clone(),
+                exit_tx.clone(),
+            );
+            let thread = std::thread::Builder::new()
+                .name(format!("core-{id}"))
+                .spawn(move || {
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_core(id, cpu, config, shared, peers, listener, inbox)
+                    }))
+                    .unwrap_or_else(|_| Err(format!("core {id} panicked")));
+                    let _ = exit_tx.send(CoreExit { core: id, result });
+                })
+                .map_err(|e| format!("cannot start core thread {id}: {e}"))?;
+            threads.push(thread);
+        }
+        Ok(Server {
+            local_addr,
+            inboxes: senders,
+            threads,
+            exits,
+        })
+    }
+
+    /// The address the listeners are bound to (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Begins a graceful stop: no new input, SERVER_SHUTDOWN to every client, flush, close.
+    pub fn shutdown(&self) {
+        for inbox in &self.inboxes {
+            let _ = inbox.send(vec![CoreMsg::Shutdown]);
+        }
+    }
+
+    /// Waits for the next core to end (normally only after `shutdown`).
+    pub async fn next_exit(&self) -> Option<CoreExit> {
+        self.exits.recv_async().await.ok()
+    }
+
+    /// Waits for every core; the error names the first core that failed.
+    pub fn join(self) -> Result<(), String> {
+        drop(self.inboxes);
+        let mut first_error = None;
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+        for exit in self.exits.try_iter() {
+            if let (Err(error), None) = (exit.result, &first_error) {
+                first_error = Some(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+fn run_core(
+    id: usize,
+    cpu: Option<usize>,
+    config: Arc<Config>,
+    shared: Arc<Shared>,
+    peers: Vec<Outbox>,
+    listener: std::net::TcpListener,
+    inbox: flume::Receiver<Vec<CoreMsg>>,
+) -> Result<(), String> {
+    if let Some(cpu) = cpu {
+        if let Err(error) = startup::pin_current_thread(cpu) {
+            tracing::warn!(core = id, cpu, %error, "could not pin the core to its CPU");
+        }
+    }
+    let mut builder = tokio_uring::builder();
+    builder.entries(config.ring_entries).uring_builder(
+        tokio_uring::uring_builder()
+            .setup_cqsize(config.ring_entries * crate::config::RING_CQ_FACTOR),
+    );
+    let runtime =
+        tokio_uring::Runtime::new(&builder).map_err(|e| startup::explain_io_uring_error(&e))?;
+    runtime.block_on(async move {
+        let listener = tokio_uring::net::TcpListener::from_std(listener);
+        let core = Core::new(id, config, shared, Router::new(id, peers));
+        core::run(core, listener, inbox).await;
+    });
+    Ok(())
+}
+
+/// What the binary does: start, serve until SIGINT or SIGTERM, drain, exit. A second signal exits
+/// at once with 128 + its number; a core that fails or panics ends the process with an error.
+pub fn run(config: Config) -> Result<(), String> {
+    use tokio::signal::unix::{signal, SignalKind};
+
+    let server = Server::start(config)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    let outcome: Result<(), String> = runtime.block_on(async {
+        let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM: draining"),
+            _ = interrupt.recv() => tracing::info!("SIGINT: draining"),
+            exit = server.next_exit() => return Err(early_exit(exit)),
+        }
+        server.shutdown();
+        let mut running = server.threads.len();
+        while running > 0 {
+            tokio::select! {
+                _ = terminate.recv() => std::process::exit(128 + libc::SIGTERM),
+                _ = interrupt.recv() => std::process::exit(128 + libc::SIGINT),
+                exit = server.next_exit() => match exit {
+                    Some(CoreExit { result: Ok(()), .. }) => running -= 1,
+                    other => return Err(early_exit(other)),
+                },
+            }
+        }
+        Ok(())
+    });
+    outcome?;
+    server.join()?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn early_exit(exit: Option<CoreExit>) -> String {
+    match exit {
+        Some(CoreExit {
+            core,
+            result: Err(error),
+        }) => format!("core {core} failed: {error}"),
+        Some(CoreExit {
+            core,
+            result: Ok(()),
+        }) => format!("core {core} stopped unexpectedly"),
+        None => "every core has stopped".into(),
+    }
+}
