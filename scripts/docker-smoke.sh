@@ -6,9 +6,9 @@
 # the same one `docker build .` produces), then checks over real sockets on
 # 127.0.0.1:
 #   1. image config: non-root USER, EXPOSE 8080, listens on 0.0.0.0 by default
-#   2. --privileged: the server runs as the non-root user and relays a chat
-#      message between two clients
-#   3. deploy/seccomp-io_uring.json instead of --privileged: same chat works
+#   2. --privileged: the server runs as the non-root user, relays a chat
+#      message between two clients, and stops cleanly on `docker stop`
+#   3. deploy/seccomp-io_uring.json instead of --privileged: same checks
 #   4. a profile that denies io_uring with EPERM (what Docker 25+ does): the
 #      server exits 1 with a message naming seccomp and both fixes, no panic
 #
@@ -43,6 +43,8 @@ DOCKERD_PID=""           # set only if this script started the daemon
 STAGED_BINARY=""         # set only if we copied the binary into the context
 BINARY_PATH=""           # binary's path inside the build context
 PORT=""
+STOP_SECONDS=0           # set by stop_gracefully
+STOP_PROBLEM=""
 PASSED=0
 FAILED=0
 
@@ -305,7 +307,7 @@ for attempt in range(1, 6):
     alice.send({"type": "chat", "content": "hi"})
     line = bob.wait_for(is_hi, 2)
     if line:
-        print("bob received (attempt %d): %s" % (attempt, line))
+        print("bob got alice's broadcast 'hi' (attempt %d)" % attempt)
         sys.exit(0)
 sys.exit("bob did not receive alice's chat message")
 EOF
@@ -349,19 +351,37 @@ run_chat_check() {
     exec_uid=$(dk exec "$name" id -u 2>/dev/null)
     if [ "$uid" != 10001 ] || [ "$exec_uid" != 10001 ]; then
         fail "$check: server runs as uid '${uid}' (exec as '${exec_uid}'), expected 10001"
-    elif timeout 30 python3 "$WORK/chat_client.py" 127.0.0.1 "$PORT" >"$out" 2>&1; then
-        pass "$check (uid $uid; $(tr -d '\n' <"$out" | head -c 160))"
-    else
+    elif ! timeout 30 python3 "$WORK/chat_client.py" 127.0.0.1 "$PORT" >"$out" 2>&1; then
         fail "$check: chat through the server failed: $(tail -n 3 "$out")"
         dk logs --tail 20 "$name" 2>&1 | sed 's/^/    /'
+    elif ! stop_gracefully "$name"; then
+        fail "$check: chat worked, but $STOP_PROBLEM"
+        dk logs --tail 20 "$name" 2>&1 | sed 's/^/    /'
+    else
+        pass "$check: uid $uid, $(head -n 1 "$out"), docker stop -> exit 0 in ${STOP_SECONDS}s"
     fi
     dk rm -f "$name" >/dev/null 2>&1 || true
+}
+
+# `docker stop` sends SIGTERM to PID 1, the server, which must handle it (a
+# PID 1 without a handler ignores SIGTERM, and Docker SIGKILLs it after the
+# grace period). Require a clean exit 0 well within the 10 s grace period.
+stop_gracefully() {
+    local name=$1 t0=$SECONDS code
+    STOP_PROBLEM=""
+    dk stop -t 10 "$name" >/dev/null 2>&1 || { STOP_PROBLEM="docker stop failed"; return 1; }
+    STOP_SECONDS=$((SECONDS - t0))
+    code=$(dk inspect -f '{{.State.ExitCode}}' "$name" 2>/dev/null)
+    if [ "$code" != 0 ] || [ "$STOP_SECONDS" -ge 10 ]; then
+        STOP_PROBLEM="docker stop: exit code '$code' after ${STOP_SECONDS}s (want 0, without SIGKILL)"
+        return 1
+    fi
 }
 
 # ----------------------------------------------------------------- checks --
 
 check_image_config() {
-    local check="image config: USER 10001, EXPOSE 8080, URING_CHAT_HOST=0.0.0.0"
+    local check="image config: USER 10001:10001, EXPOSE 8080, URING_CHAT_HOST=0.0.0.0, URING_CHAT_PORT=8080"
     local user ports env
     user=$(dk image inspect -f '{{.Config.User}}' "$IMAGE")
     # shellcheck disable=SC2016  # Go template, not a shell expansion
@@ -376,7 +396,7 @@ check_image_config() {
 }
 
 check_privileged() {
-    run_chat_check "--privileged: non-root server relays chat" \
+    run_chat_check "--privileged" \
         "uring-chat-smoke-privileged-$$" --privileged
 }
 
@@ -385,7 +405,7 @@ check_shipped_profile() {
         fail "seccomp profile: $(cat "$WORK/profile-check.out")"
         return
     fi
-    run_chat_check "seccomp=deploy/seccomp-io_uring.json (no --privileged): chat works" \
+    run_chat_check "--security-opt seccomp=deploy/seccomp-io_uring.json (no --privileged)" \
         "uring-chat-smoke-seccomp-$$" --security-opt "seccomp=$SHIPPED_PROFILE"
 }
 
@@ -393,7 +413,7 @@ check_shipped_profile() {
 # with EPERM. Rebuild that situation from the shipped profile and require a
 # clean, explanatory exit instead of a panic.
 check_denied() {
-    local check="io_uring denied by seccomp: exit 1 with a message naming the fixes"
+    local check="seccomp denying io_uring (EPERM, as Docker 25+)"
     local deny="$WORK/seccomp-deny-io_uring.json" name="uring-chat-smoke-denied-$$"
     local out="$WORK/denied.out" rc=0
     python3 "$GEN_PROFILE" --deny-io-uring --from "$SHIPPED_PROFILE" -o "$deny" ||
@@ -410,7 +430,7 @@ check_denied() {
     grep -qF -- '--privileged' "$out" || problems+=("no '--privileged' hint")
     if grep -qiE 'panicked|stack backtrace' "$out"; then problems+=("panicked"); fi
     if [ ${#problems[@]} -eq 0 ]; then
-        pass "$check ($(grep -im1 seccomp "$out" | head -c 120))"
+        pass "$check: exit 1, \"$(head -n 1 "$out" | cut -c 1-80)...\""
     else
         local IFS=';'
         fail "$check: ${problems[*]}"

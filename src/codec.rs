@@ -32,25 +32,28 @@ enum Mode {
 
 /// Incremental frame splitter over a caller-owned buffer that only ever grows at the end until
 /// [`FrameDecoder::discard_consumed`] drops what has been decoded.
+///
+/// Offsets are `u32` (frames are far below 4 GiB): the decoder lives in every idle connection's
+/// reader task, so its size is paid ten thousand times over.
 #[derive(Debug)]
 pub struct FrameDecoder {
-    max_frame: usize,
-    mode: Mode,
+    max_frame: u32,
     /// Next byte to scan.
-    pos: usize,
+    pos: u32,
     /// First byte of the frame (or garbage run) being scanned; everything before it is consumed.
-    start: usize,
+    start: u32,
+    /// Bytes of the current garbage line already skipped (and dropped).
+    skipped: u32,
     depth: u32,
+    mode: Mode,
     in_string: bool,
     escaped: bool,
-    /// Bytes of the current garbage line already skipped (and dropped).
-    skipped: usize,
 }
 
 impl FrameDecoder {
     pub fn new(max_frame: usize) -> FrameDecoder {
         FrameDecoder {
-            max_frame,
+            max_frame: u32::try_from(max_frame).unwrap_or(u32::MAX / 2),
             mode: Mode::Between,
             pos: 0,
             start: 0,
@@ -64,8 +67,8 @@ impl FrameDecoder {
     /// The next event in `buf`, or `None` when more bytes are needed. `buf` must be the same buffer
     /// as before, possibly with more bytes appended, and with `discard_consumed` applied.
     pub fn next(&mut self, buf: &[u8]) -> Option<Event> {
-        while self.pos < buf.len() {
-            let byte = buf[self.pos];
+        while (self.pos as usize) < buf.len() {
+            let byte = buf[self.pos as usize];
             self.pos += 1;
             match self.mode {
                 Mode::Between => match byte {
@@ -112,10 +115,10 @@ impl FrameDecoder {
                         b'}' | b']' => {
                             self.depth -= 1;
                             if self.depth == 0 {
-                                let frame = self.start..self.pos;
+                                let frame = self.start as usize..self.pos as usize;
                                 self.mode = Mode::Between;
                                 self.start = self.pos;
-                                if frame.len() > self.max_frame {
+                                if frame.len() > self.max_frame as usize {
                                     return Some(Event::TooLarge);
                                 }
                                 return Some(Event::Frame(frame));
@@ -144,14 +147,14 @@ impl FrameDecoder {
         if self.start == 0 {
             return;
         }
-        buf.drain(..self.start);
+        buf.drain(..self.start as usize);
         self.pos -= self.start;
         self.start = 0;
     }
 
     /// Bytes of the frame in progress that the caller must keep.
     pub fn pending(&self) -> usize {
-        self.pos - self.start
+        (self.pos - self.start) as usize
     }
 }
 
@@ -206,7 +209,7 @@ mod tests {
     #[test]
     fn oversized_frames_are_reported_without_buffering_them() {
         let mut input = b"{\"content\":\"".to_vec();
-        input.extend(std::iter::repeat(b'x').take(10_000));
+        input.extend(std::iter::repeat_n(b'x', 10_000));
         assert_eq!(decode(&input, 100, 1000), ["<too large>"]);
         let garbage = vec![b'x'; 10_000];
         assert_eq!(decode(&garbage, 100, 1000), ["<too large>"]);

@@ -30,7 +30,7 @@ pub const DEFAULT_PRESENCE_NAMES: usize = 100;
 /// How long a closing connection may take to flush what it is owed.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Initial (and idle) read buffer per connection: every idle connection holds one in a pending read.
-pub const DEFAULT_READ_BUFFER_BYTES: usize = 1024;
+pub const DEFAULT_READ_BUFFER_BYTES: usize = 512;
 /// Submission-queue entries per core's ring; the completion queue gets `RING_CQ_FACTOR` times more.
 pub const DEFAULT_RING_ENTRIES: u32 = 4096;
 /// Completion-queue size as a multiple of the submission queue: every idle connection holds a read.

@@ -31,6 +31,9 @@ pub struct Connection {
     writing: Cell<bool>,
     /// Set once the connection is on its way out: nothing more is queued or read.
     closing: Cell<bool>,
+    /// How the writer shuts the socket after the last flush: `Write` lingers for the peer's FIN,
+    /// `Both` (when the server stops) does not wait for it.
+    close_how: Cell<Shutdown>,
     /// The logged-in user, if any.
     pub(crate) session: RefCell<Option<Session>>,
     /// Position in the core's member list while logged in.
@@ -53,6 +56,7 @@ impl Connection {
             out: RefCell::new(OutQueue::default()),
             writing: Cell::new(false),
             closing: Cell::new(false),
+            close_how: Cell::new(Shutdown::Write),
             session: RefCell::new(None),
             member_index: Cell::new(usize::MAX),
             shared: core.shared.clone(),
@@ -100,6 +104,9 @@ impl Connection {
         if self.closing.replace(true) {
             return;
         }
+        if !core.takes_input() {
+            self.close_how.set(Shutdown::Both);
+        }
         self.out.borrow_mut().push_unbounded(OutFrame::new(last));
         self.wake_writer();
         let weak: Weak<Connection> = Rc::downgrade(self);
@@ -133,10 +140,12 @@ async fn write_loop(conn: Rc<Connection>) {
         {
             let mut out = conn.out.borrow_mut();
             if out.is_empty() {
+                out.release_memory();
                 conn.writing.set(false);
                 if conn.closing.get() {
-                    // Everything owed has been written: send FIN and let the reader see the peer's.
-                    let _ = conn.stream.shutdown(Shutdown::Write);
+                    // Everything owed has been written: send FIN (and, if lingering, let the reader
+                    // wait for the peer's).
+                    let _ = conn.stream.shutdown(conn.close_how.get());
                 }
                 return;
             }
@@ -161,29 +170,28 @@ async fn write_loop(conn: Rc<Connection>) {
 }
 
 /// The reader task: reads, splits frames, hands them to the session, and cleans up at the end.
+///
+/// The read buffer adapts: it starts (and idles) at `--read-buffer-bytes`, doubles when a read fills
+/// it (a busy sender, or a frame bigger than the buffer) up to the frame limit plus one idle buffer,
+/// and goes back to the idle size once a read comes in small. An idle connection, the common case,
+/// holds only the small buffer of its pending read.
 pub async fn serve(core: Rc<Core>, conn: Rc<Connection>) {
-    let idle_capacity = core.config.read_buffer_bytes;
-    let max_frame = core.config.max_frame_bytes;
-    let mut buf: Vec<u8> = Vec::with_capacity(idle_capacity);
-    let mut decoder = FrameDecoder::new(max_frame);
+    let mut buf: Vec<u8> = Vec::with_capacity(core.config.read_buffer_bytes);
+    let mut decoder = FrameDecoder::new(core.config.max_frame_bytes);
     loop {
-        if buf.len() == buf.capacity() {
-            // A frame bigger than the buffer: grow towards the frame limit, never past it.
-            let target = (buf.capacity() * 2).min(max_frame + idle_capacity);
-            buf.reserve_exact(target - buf.len());
-        }
         let (len, capacity) = (buf.len(), buf.capacity());
         let (result, slice) = conn.stream.read(buf.slice(len..capacity)).await;
         buf = slice.into_inner();
-        match result {
+        let read = match result {
             Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
+            Ok(read) => read,
+        };
+        let filled = read == capacity - len;
         if conn.is_closing() || !core.takes_input() {
             // A lingering close or a drain: read to keep the peer's writes from failing, ignore it.
             session::logout(&core, &conn);
             buf.clear();
-            shrink(&mut buf, idle_capacity);
+            resize(&mut buf, &core, read, filled);
             continue;
         }
         while let Some(event) = decoder.next(&buf) {
@@ -197,7 +205,10 @@ pub async fn serve(core: Rc<Core>, conn: Rc<Connection>) {
                     ),
                 ),
                 Event::TooLarge => {
-                    let reason = format!("frames are limited to {max_frame} bytes");
+                    let reason = format!(
+                        "frames are limited to {} bytes",
+                        core.config.max_frame_bytes
+                    );
                     conn.fail(&core, ErrorCode::FrameTooLarge, &reason);
                 }
             }
@@ -208,11 +219,11 @@ pub async fn serve(core: Rc<Core>, conn: Rc<Connection>) {
         if conn.is_closing() {
             session::logout(&core, &conn);
             buf.clear();
-            decoder = FrameDecoder::new(max_frame);
+            decoder = FrameDecoder::new(core.config.max_frame_bytes);
         } else {
             decoder.discard_consumed(&mut buf);
         }
-        shrink(&mut buf, idle_capacity);
+        resize(&mut buf, &core, read, filled);
         core.router.wait_for_room().await;
     }
     session::logout(&core, &conn);
@@ -220,10 +231,15 @@ pub async fn serve(core: Rc<Core>, conn: Rc<Connection>) {
     core.forget(&conn);
 }
 
-/// Gives a grown read buffer back once the large frame that needed it is gone.
-fn shrink(buf: &mut Vec<u8>, idle_capacity: usize) {
-    if buf.capacity() > idle_capacity && buf.len() <= idle_capacity / 2 {
-        let mut small = Vec::with_capacity(idle_capacity);
+/// Sizes the read buffer for the next read from how much the last one brought (see [`serve`]).
+fn resize(buf: &mut Vec<u8>, core: &Core, last_read: usize, filled: bool) {
+    let idle = core.config.read_buffer_bytes;
+    let capacity = buf.capacity();
+    if filled || buf.len() == capacity {
+        let target = (capacity * 2).min(core.config.max_frame_bytes + idle);
+        buf.reserve_exact(target.saturating_sub(buf.len()));
+    } else if capacity > idle && last_read < idle / 2 && buf.len() <= idle / 2 {
+        let mut small = Vec::with_capacity(idle);
         small.extend_from_slice(buf);
         *buf = small;
     }

@@ -5,7 +5,7 @@
 //! their core through the userID itself. Users are kept in login order so `users` pages are stable.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::protocol::UserEntry;
 use crate::user_id::UserId;
@@ -26,8 +26,8 @@ pub struct Registration(u64);
 
 #[derive(Default)]
 struct Users {
-    by_name: HashMap<Box<str>, u64>,
-    by_login: BTreeMap<u64, (UserId, Box<str>)>,
+    by_name: HashMap<Arc<str>, u64>,
+    by_login: BTreeMap<u64, (UserId, Arc<str>)>,
     next: u64,
 }
 
@@ -69,16 +69,16 @@ impl Directory {
     }
 
     /// Claims `name` for `id`, or says why not.
-    pub fn register(&self, name: &str, id: UserId) -> Result<Registration, NameError> {
-        validate_username(name)?;
+    pub fn register(&self, name: Arc<str>, id: UserId) -> Result<Registration, NameError> {
+        validate_username(&name)?;
         let mut users = self.lock();
-        if users.by_name.contains_key(name) {
+        if users.by_name.contains_key(&name) {
             return Err(NameError::Taken);
         }
         let seq = users.next;
         users.next += 1;
-        users.by_name.insert(name.into(), seq);
-        users.by_login.insert(seq, (id, name.into()));
+        users.by_name.insert(name.clone(), seq);
+        users.by_login.insert(seq, (id, name));
         Ok(Registration(seq))
     }
 
@@ -122,13 +122,13 @@ mod tests {
     #[test]
     fn names_are_unique_until_freed() {
         let directory = Directory::default();
-        let alice = directory.register("alice", UserId::new(0)).unwrap();
+        let alice = directory.register("alice".into(), UserId::new(0)).unwrap();
         assert_eq!(
-            directory.register("alice", UserId::new(1)),
+            directory.register("alice".into(), UserId::new(1)),
             Err(NameError::Taken)
         );
         directory.unregister(alice);
-        assert!(directory.register("alice", UserId::new(1)).is_ok());
+        assert!(directory.register("alice".into(), UserId::new(1)).is_ok());
     }
 
     #[test]
@@ -147,7 +147,7 @@ mod tests {
     fn pages_follow_login_order() {
         let directory = Directory::default();
         for name in ["a", "b", "c", "d"] {
-            directory.register(name, UserId::new(0)).unwrap();
+            directory.register(name.into(), UserId::new(0)).unwrap();
         }
         let (page, count) = directory.page(1, 2);
         assert_eq!(count, 4);

@@ -91,6 +91,13 @@ impl OutQueue {
         self.frames.is_empty()
     }
 
+    /// Gives the queue's buffer back while it is empty: idle connections are most connections.
+    pub fn release_memory(&mut self) {
+        if self.frames.is_empty() {
+            self.frames = VecDeque::new();
+        }
+    }
+
     /// Bytes queued or being written.
     pub fn owed(&self) -> usize {
         self.owed

@@ -261,45 +261,28 @@ pub fn presence(document: &PresenceDocument<'_>) -> Bytes {
     server_document("presence", None, document)
 }
 
-/// The parts of a chat frame that depend only on its sender, built once at login.
-#[derive(Debug)]
-pub struct ChatTemplate {
-    /// `{"type":"chat","senderID":"<id>","recipientID":"`
-    head: Box<[u8]>,
-    /// `,"username":"<name>"}\n`
-    tail: Box<[u8]>,
-}
-
-impl ChatTemplate {
-    pub fn new(sender: UserId, username: &str) -> ChatTemplate {
-        let mut head = BytesMut::with_capacity(80);
-        head.put_slice(b"{\"type\":\"chat\",\"senderID\":\"");
-        head.put_slice(&sender.to_text());
-        head.put_slice(b"\",\"recipientID\":\"");
-        let mut tail = BytesMut::with_capacity(username.len() + 16);
-        tail.put_slice(b",\"username\":");
-        put_json_string(&mut tail, username);
-        tail.put_slice(b"}\n");
-        ChatTemplate {
-            head: head.to_vec().into_boxed_slice(),
-            tail: tail.to_vec().into_boxed_slice(),
-        }
+/// The chat frame every recipient gets: one allocation, one copy of the content as the client
+/// escaped it.
+pub fn chat(
+    sender: UserId,
+    username: &str,
+    recipient: Option<UserId>,
+    content: JsonString<'_>,
+) -> Bytes {
+    let content = content.json().as_bytes();
+    let mut out = BytesMut::with_capacity(128 + username.len() + content.len());
+    out.put_slice(b"{\"type\":\"chat\",\"senderID\":\"");
+    out.put_slice(&sender.to_text());
+    out.put_slice(b"\",\"recipientID\":\"");
+    if let Some(recipient) = recipient {
+        out.put_slice(&recipient.to_text());
     }
-
-    /// The frame every recipient gets: one allocation, one copy of the content.
-    pub fn frame(&self, recipient: Option<UserId>, content: JsonString<'_>) -> Bytes {
-        let content = content.json().as_bytes();
-        let mut out =
-            BytesMut::with_capacity(self.head.len() + 36 + 13 + content.len() + self.tail.len());
-        out.put_slice(&self.head);
-        if let Some(recipient) = recipient {
-            out.put_slice(&recipient.to_text());
-        }
-        out.put_slice(b"\",\"content\":");
-        out.put_slice(content);
-        out.put_slice(&self.tail);
-        out.freeze()
-    }
+    out.put_slice(b"\",\"content\":");
+    out.put_slice(content);
+    out.put_slice(b",\"username\":");
+    put_json_string(&mut out, username);
+    out.put_slice(b"}\n");
+    out.freeze()
 }
 
 #[cfg(test)]
@@ -337,10 +320,9 @@ mod tests {
     #[test]
     fn chat_frames_are_exact() {
         let sender = UserId::parse("0138f2c4-5b1e-8d3a-9f4e-2a6b7c8d9e0f").unwrap();
-        let template = ChatTemplate::new(sender, "al\"ice");
         let request = parse_request(br#"{"type":"chat","content":"hi\n"}"#).unwrap();
         assert_eq!(
-            &template.frame(None, request.content)[..],
+            &chat(sender, "al\"ice", None, request.content)[..],
             b"{\"type\":\"chat\",\"senderID\":\"0138f2c4-5b1e-8d3a-9f4e-2a6b7c8d9e0f\",\"recipientID\":\"\",\"content\":\"hi\\n\",\"username\":\"al\\\"ice\"}\n"
         );
     }

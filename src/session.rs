@@ -4,20 +4,21 @@
 //! which is touched at login, logout and `users` only.
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::connection::Connection;
 use crate::core::Core;
 use crate::directory::{NameError, Registration};
-use crate::protocol::{self, ChatTemplate, ErrorCode, JsonString, Request};
+use crate::protocol::{self, ErrorCode, JsonString, Request};
 use crate::user_id::UserId;
 
 /// A logged-in user.
 #[derive(Debug)]
 pub struct Session {
     pub user_id: UserId,
-    pub username: Rc<str>,
+    /// Shared with the directory: one copy of the name per user.
+    pub username: Arc<str>,
     registration: Registration,
-    template: ChatTemplate,
 }
 
 /// Acts on one frame from `conn`.
@@ -55,9 +56,9 @@ fn login(core: &Rc<Core>, conn: &Rc<Connection>, content: JsonString<'_>) {
         let reason = "this connection is already logged in";
         return conn.reply(core, protocol::error(ErrorCode::AlreadyConnected, reason));
     }
-    let username = content.decode();
+    let username: Arc<str> = content.decode().into();
     let user_id = UserId::new(core.id);
-    let registration = match core.shared.directory.register(&username, user_id) {
+    let registration = match core.shared.directory.register(username.clone(), user_id) {
         Ok(registration) => registration,
         Err(NameError::Invalid(reason)) => {
             return conn.reply(core, protocol::error(ErrorCode::InvalidUsername, reason));
@@ -72,12 +73,10 @@ fn login(core: &Rc<Core>, conn: &Rc<Connection>, content: JsonString<'_>) {
         core,
         protocol::connect_response(user_id, &username, &user_list, user_count),
     );
-    tracing::debug!(conn = conn.id, %user_id, username, "logged in");
-    let username: Rc<str> = username.into();
+    tracing::debug!(conn = conn.id, %user_id, %username, "logged in");
     core.presence.borrow_mut().joined(user_id, &username);
     *conn.session.borrow_mut() = Some(Session {
         user_id,
-        template: ChatTemplate::new(user_id, &username),
         username,
         registration,
     });
@@ -90,12 +89,18 @@ fn chat(core: &Rc<Core>, conn: &Rc<Connection>, request: &Request<'_>) {
         return not_connected(core, conn);
     };
     if request.recipient_id.is_empty() {
-        core.broadcast(session.template.frame(None, request.content), Some(conn.id));
+        let frame = protocol::chat(session.user_id, &session.username, None, request.content);
+        core.broadcast(frame, Some(conn.id));
         return;
     }
     match UserId::parse(&request.recipient_id).filter(|id| id.core() < core.router.cores()) {
         Some(recipient) => {
-            let frame = session.template.frame(Some(recipient), request.content);
+            let frame = protocol::chat(
+                session.user_id,
+                &session.username,
+                Some(recipient),
+                request.content,
+            );
             core.direct(session.user_id, recipient, frame);
         }
         None => user_not_found(core, conn, &request.recipient_id),

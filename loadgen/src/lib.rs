@@ -18,6 +18,7 @@ pub mod report;
 mod run;
 pub mod stamp;
 pub mod stats;
+mod summary;
 pub mod worker;
 
 pub use options::{Cli, Command, Options, Pattern, PlotOptions, Protocol};

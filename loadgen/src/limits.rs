@@ -25,7 +25,7 @@ pub fn raise_nofile() -> io::Result<u64> {
             }
         }
     }
-    Ok(lim.rlim_cur as u64)
+    Ok(lim.rlim_cur)
 }
 
 /// File descriptors kept for everything but client sockets (runtime, stdio, an in-process server).

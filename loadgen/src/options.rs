@@ -79,7 +79,7 @@ pub struct PlotOptions {
 
 /// Everything one measuring run needs.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "loadgen")]
+#[command(name = "loadgen", args_override_self = true)]
 pub struct Options {
     /// Target host (loopback only: this tool refuses anything else).
     #[arg(long, default_value = "127.0.0.1")]

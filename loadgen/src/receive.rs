@@ -83,7 +83,14 @@ pub async fn chat(mut rd: OwnedReadHalf, writer: Writer, leftover: Vec<u8>, ctx:
 }
 
 /// A Redis connection: a subscriber measures `message` pushes; a publisher only drains replies.
-pub async fn redis(mut rd: OwnedReadHalf, leftover: Vec<u8>, ctx: Rc<Ctx>, publisher: bool) {
+/// The task holds the write half too: dropping it would send FIN and Redis would close the socket.
+pub async fn redis(
+    mut rd: OwnedReadHalf,
+    _writer: Writer,
+    leftover: Vec<u8>,
+    ctx: Rc<Ctx>,
+    publisher: bool,
+) {
     let mut buf = LineBuffer::new(ctx.read_buffer, MAX_FRAME);
     buf.extend(&leftover);
     let mut order = SeqTracker::new(ctx.senders);

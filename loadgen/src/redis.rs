@@ -101,13 +101,16 @@ pub fn parse(buf: &[u8]) -> Result<Option<(usize, Reply<'_>)>, String> {
     }
 }
 
+/// A value's bytes (if a string) and the index after it; `None` when incomplete.
+type Parsed<'a> = Result<Option<(Option<&'a [u8]>, usize)>, String>;
+
 /// Skips one non-array value at `at`; returns its bytes if it was a bulk or simple string.
-fn skip(buf: &[u8], at: usize) -> Result<Option<(Option<&[u8]>, usize)>, String> {
+fn skip(buf: &[u8], at: usize) -> Parsed<'_> {
     let Some(&t) = buf.get(at) else {
         return Ok(None);
     };
     match t {
-        b'$' => Ok(bulk(buf, at)?.map(|(b, e)| (b, e))),
+        b'$' => bulk(buf, at),
         b'+' | b'-' | b':' => match find_crlf(buf, at + 1) {
             Some(e) => Ok(Some((Some(&buf[at + 1..e]), e + 2))),
             None => Ok(None),
@@ -117,8 +120,7 @@ fn skip(buf: &[u8], at: usize) -> Result<Option<(Option<&[u8]>, usize)>, String>
 }
 
 /// A bulk string at `at` (`$len\r\n...\r\n`): its bytes (None for `$-1`) and where it ends.
-#[allow(clippy::type_complexity)]
-fn bulk(buf: &[u8], at: usize) -> Result<Option<(Option<&[u8]>, usize)>, String> {
+fn bulk(buf: &[u8], at: usize) -> Parsed<'_> {
     match buf.get(at) {
         None => return Ok(None),
         Some(b'$') => {}

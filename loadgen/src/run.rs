@@ -6,10 +6,11 @@ use crate::connect::Login;
 use crate::limits;
 use crate::options::{LossLimit, Options, Pattern, Protocol};
 use crate::progress::Progress;
-use crate::publish::{self, RoundResult, SenderSet};
+use crate::publish::{self, SenderSet};
 use crate::redis;
-use crate::report::{self, ConnectReport, Cpu, Fanout, FindMax, Latency, Report, Step, Thresholds};
+use crate::report::{ConnectReport, FindMax, Report};
 use crate::stats::{new_histogram, ThreadStats, Window};
+use crate::summary::{self, step, RoundData};
 use crate::worker::{self, ClientSpec, Cmd, Reply, Role, Shared, WorkerConfig, Writer};
 use crate::Error;
 use std::net::SocketAddr;
@@ -83,7 +84,7 @@ fn validate(o: &Options) -> Result<(), Error> {
     Ok(())
 }
 
-fn slow_count(o: &Options) -> usize {
+pub(crate) fn slow_count(o: &Options) -> usize {
     ((o.clients as f64) * o.slow_clients / 100.0).round() as usize
 }
 
@@ -105,19 +106,6 @@ struct Session<'a> {
     /// Reading clients logged in (slow clients and Redis publishers excluded).
     readers: u64,
     next_seq: u64,
-}
-
-/// One round's raw figures.
-struct RoundData {
-    rate: f64,
-    window: Window,
-    sent: RoundResult,
-    expected: u64,
-    per_message: u64,
-    stats: ThreadStats,
-    window_s: f64,
-    server_cpu_ns: Option<u64>,
-    loadgen_cpu_ns: u64,
 }
 
 impl<'a> Session<'a> {
@@ -495,8 +483,9 @@ impl<'a> Session<'a> {
         let loss = o.max_loss.unwrap_or(LossLimit::Count(0));
         let held = |d: &RoundData, r: &Report| {
             !loss.crossed(r.lost, r.deliveries_expected)
-                && o.max_p99
-                    .map_or(true, |m| r.latency_us.p99 <= m.as_secs_f64() * 1e6)
+                && !o
+                    .max_p99
+                    .is_some_and(|m| r.latency_us.p99 > m.as_secs_f64() * 1e6)
                 && d.sent.failed == 0
         };
         let mut steps = Vec::new();
@@ -555,89 +544,7 @@ impl<'a> Session<'a> {
     }
 
     fn report(&self, d: &RoundData, find_max: Option<FindMax>) -> Report {
-        let o = self.o;
-        let st = &d.stats;
-        let lost = d.expected.saturating_sub(st.received);
-        let duration_s = d.window.len() as f64 / d.rate;
-        let latency = Latency::from_ns(&st.latency);
-        let fanout = (st.fanout.len() as u64 == d.window.len() && d.per_message > 0).then(|| {
-            let mut h = new_histogram();
-            let mut incomplete = 0;
-            for &(max, n) in &st.fanout {
-                if n as u64 >= d.per_message {
-                    h.saturating_record(max.max(1));
-                } else {
-                    incomplete += 1;
-                }
-            }
-            let l = Latency::from_ns(&h);
-            Fanout {
-                complete: h.len(),
-                incomplete,
-                p50: l.p50,
-                p99: l.p99,
-                max: l.max,
-            }
-        });
-        let per = |ns: u64| (st.received > 0).then(|| ns as f64 / st.received as f64);
-        let p99_exceeded = o
-            .max_p99
-            .is_some_and(|m| latency.p99 > m.as_secs_f64() * 1e6);
-        let loss_exceeded = o.max_loss.is_some_and(|l| l.crossed(lost, d.expected));
-        Report {
-            schema: report::SCHEMA.into(),
-            protocol: match o.protocol {
-                Protocol::UringChat => "uring-chat".into(),
-                Protocol::Redis => "redis".into(),
-            },
-            pattern: match o.pattern {
-                Pattern::Broadcast => "broadcast".into(),
-                Pattern::Direct => "direct".into(),
-            },
-            target: format!("{}:{}", o.host, o.port),
-            clients: o.clients as u64,
-            senders: o.senders as u64,
-            slow_clients: slow_count(o) as u64,
-            threads: o.threads as u64,
-            size: o.size as u64,
-            rate: d.rate,
-            duration_s,
-            warmup_s: o.warmup.as_secs_f64(),
-            connect: self.connect.clone(),
-            messages_sent: d.sent.sent_measured,
-            messages_failed: d.sent.failed,
-            deliveries_expected: d.expected,
-            received: st.received,
-            lost,
-            duplicated: st.duplicated,
-            out_of_order: st.out_of_order,
-            deliveries_per_sec: st.received as f64 / duration_s,
-            latency_us: latency,
-            fanout_us: fanout,
-            send_lag_us: Latency::from_ns(&d.sent.lag),
-            spectrum: report::spectrum(&st.latency),
-            cpu: Cpu {
-                window_s: d.window_s,
-                server_cpu_s: d.server_cpu_ns.map(|n| n as f64 / 1e9),
-                server_ns_per_delivery: d.server_cpu_ns.and_then(per),
-                loadgen_cpu_s: d.loadgen_cpu_ns as f64 / 1e9,
-                loadgen_ns_per_delivery: per(d.loadgen_cpu_ns),
-            },
-            slow_disconnected: 0,
-            clients_disconnected: self.disconnected(),
-            server_errors: st.errors.clone(),
-            thresholds: Thresholds {
-                max_p99_us: o.max_p99.map(|m| m.as_secs_f64() * 1e6),
-                max_loss: o.max_loss.map(|l| match l {
-                    LossLimit::Count(n) => n.to_string(),
-                    LossLimit::Percent(p) => format!("{p}%"),
-                }),
-                p99_exceeded,
-                loss_exceeded,
-                passed: !(p99_exceeded || loss_exceeded),
-            },
-            find_max,
-        }
+        summary::build(self.o, &self.connect, self.disconnected(), d, find_max)
     }
 
     /// Stops the sender and the workers; returns how many slow clients the server had disconnected.
@@ -666,18 +573,6 @@ impl Drop for Session<'_> {
         if self.workers.iter().any(|w| w.handle.is_some()) {
             self.shutdown();
         }
-    }
-}
-
-fn step(r: &Report, held: bool) -> Step {
-    Step {
-        rate: r.rate,
-        deliveries_expected: r.deliveries_expected,
-        received: r.received,
-        lost: r.lost,
-        p99_us: r.latency_us.p99,
-        deliveries_per_sec: r.deliveries_per_sec,
-        held,
     }
 }
 

@@ -209,6 +209,7 @@ async fn worker(
                             )),
                             Protocol::Redis => tokio::task::spawn_local(receive::redis(
                                 rd,
+                                task_writer,
                                 est.leftover,
                                 ctx,
                                 publisher,

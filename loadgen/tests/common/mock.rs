@@ -112,6 +112,18 @@ async fn conn(
     pongs: Arc<AtomicU64>,
     kicked: Arc<AtomicU64>,
 ) {
+    // A small send buffer makes a never-reading client's queue grow quickly (SLOW_CONSUMER tests).
+    let size: libc::c_int = 8192;
+    // SAFETY: setsockopt on a socket we own, with a correctly sized int.
+    unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            &size as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
     let (rd, mut wr) = sock.into_split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Arc<[u8]>>();
     let queued = Arc::new(AtomicUsize::new(0));
@@ -133,6 +145,7 @@ async fn conn(
     let mut me: Option<String> = None;
     let mut lines = BufReader::new(rd).lines();
     let send_self = |f: String| {
+        queued.fetch_add(f.len(), Ordering::Relaxed);
         let _ = tx.send(Arc::from(f.into_bytes().into_boxed_slice()));
     };
     while let Ok(Some(line)) = lines.next_line().await {
@@ -143,7 +156,10 @@ async fn conn(
         let content = v["content"].as_str().unwrap_or("").to_string();
         match v["type"].as_str().unwrap_or("") {
             "connect" => {
-                let id = format!("00000000-0000-4000-8000-{:012x}", next_id.fetch_add(1, Ordering::Relaxed));
+                let id = format!(
+                    "00000000-0000-4000-8000-{:012x}",
+                    next_id.fetch_add(1, Ordering::Relaxed)
+                );
                 let inner = serde_json::json!({"userID": id, "username": content, "userList": [], "userCount": 1, "core": 0});
                 send_self(format!(
                     "{}\n",

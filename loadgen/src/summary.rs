@@ -1,0 +1,125 @@
+//! Turning one round's raw figures into the report (expected vs received, fan-out completion,
+//! CPU per delivery, thresholds).
+
+use crate::options::{LossLimit, Options, Pattern, Protocol};
+use crate::publish::RoundResult;
+use crate::report::{self, ConnectReport, Cpu, Fanout, FindMax, Latency, Report, Step, Thresholds};
+use crate::stats::{new_histogram, ThreadStats, Window};
+
+/// One round's raw figures.
+pub(crate) struct RoundData {
+    pub rate: f64,
+    pub window: Window,
+    pub sent: RoundResult,
+    pub expected: u64,
+    pub per_message: u64,
+    pub stats: ThreadStats,
+    pub window_s: f64,
+    pub server_cpu_ns: Option<u64>,
+    pub loadgen_cpu_ns: u64,
+}
+
+/// The report of one round.
+pub(crate) fn build(
+    o: &Options,
+    connect: &ConnectReport,
+    disconnected: u64,
+    d: &RoundData,
+    find_max: Option<FindMax>,
+) -> Report {
+    let st = &d.stats;
+    let lost = d.expected.saturating_sub(st.received);
+    let duration_s = d.window.len() as f64 / d.rate;
+    let latency = Latency::from_ns(&st.latency);
+    let fanout = (st.fanout.len() as u64 == d.window.len() && d.per_message > 0).then(|| {
+        let mut h = new_histogram();
+        let mut incomplete = 0;
+        for &(max, n) in &st.fanout {
+            if n as u64 >= d.per_message {
+                h.saturating_record(max.max(1));
+            } else {
+                incomplete += 1;
+            }
+        }
+        let l = Latency::from_ns(&h);
+        Fanout {
+            complete: h.len(),
+            incomplete,
+            p50: l.p50,
+            p99: l.p99,
+            max: l.max,
+        }
+    });
+    let per = |ns: u64| (st.received > 0).then(|| ns as f64 / st.received as f64);
+    let p99_exceeded = o
+        .max_p99
+        .is_some_and(|m| latency.p99 > m.as_secs_f64() * 1e6);
+    let loss_exceeded = o.max_loss.is_some_and(|l| l.crossed(lost, d.expected));
+    Report {
+        schema: report::SCHEMA.into(),
+        protocol: match o.protocol {
+            Protocol::UringChat => "uring-chat".into(),
+            Protocol::Redis => "redis".into(),
+        },
+        pattern: match o.pattern {
+            Pattern::Broadcast => "broadcast".into(),
+            Pattern::Direct => "direct".into(),
+        },
+        target: format!("{}:{}", o.host, o.port),
+        clients: o.clients as u64,
+        senders: o.senders as u64,
+        slow_clients: crate::run::slow_count(o) as u64,
+        threads: o.threads as u64,
+        size: o.size as u64,
+        rate: d.rate,
+        duration_s,
+        warmup_s: o.warmup.as_secs_f64(),
+        connect: connect.clone(),
+        messages_sent: d.sent.sent_measured,
+        messages_failed: d.sent.failed,
+        deliveries_expected: d.expected,
+        received: st.received,
+        lost,
+        duplicated: st.duplicated,
+        out_of_order: st.out_of_order,
+        deliveries_per_sec: st.received as f64 / duration_s,
+        latency_us: latency,
+        fanout_us: fanout,
+        send_lag_us: Latency::from_ns(&d.sent.lag),
+        spectrum: report::spectrum(&st.latency),
+        cpu: Cpu {
+            window_s: d.window_s,
+            server_cpu_s: d.server_cpu_ns.map(|n| n as f64 / 1e9),
+            server_ns_per_delivery: d.server_cpu_ns.and_then(per),
+            loadgen_cpu_s: d.loadgen_cpu_ns as f64 / 1e9,
+            loadgen_ns_per_delivery: per(d.loadgen_cpu_ns),
+        },
+        slow_disconnected: 0,
+        clients_disconnected: disconnected,
+        server_errors: st.errors.clone(),
+        thresholds: Thresholds {
+            max_p99_us: o.max_p99.map(|m| m.as_secs_f64() * 1e6),
+            max_loss: o.max_loss.map(|l| match l {
+                LossLimit::Count(n) => n.to_string(),
+                LossLimit::Percent(p) => format!("{p}%"),
+            }),
+            p99_exceeded,
+            loss_exceeded,
+            passed: !(p99_exceeded || loss_exceeded),
+        },
+        find_max,
+    }
+}
+
+/// One --find-max step's summary.
+pub(crate) fn step(r: &Report, held: bool) -> Step {
+    Step {
+        rate: r.rate,
+        deliveries_expected: r.deliveries_expected,
+        received: r.received,
+        lost: r.lost,
+        p99_us: r.latency_us.p99,
+        deliveries_per_sec: r.deliveries_per_sec,
+        held,
+    }
+}

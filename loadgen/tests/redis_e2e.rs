@@ -1,0 +1,103 @@
+//! The same scenarios against Redis pub/sub, when `redis-server` is on PATH (skipped otherwise,
+//! with the reason printed). The server is started here on a free loopback port and stopped after.
+
+mod common;
+
+use clap::Parser;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Redis(Child);
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_redis() -> Option<(Redis, u16)> {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let child = match Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no", "--daemonize", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            println!(
+                "SKIPPED: redis-server is not runnable here ({e}); apt-get install -y redis-server"
+            );
+            return None;
+        }
+    };
+    let redis = Redis(child);
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "redis-server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some((redis, port))
+}
+
+fn run(port: u16, extra: &[&str]) -> loadgen::Report {
+    let port = port.to_string();
+    let mut args = vec![
+        "loadgen",
+        "--protocol",
+        "redis",
+        "--port",
+        &port,
+        "--clients",
+        "50",
+        "--threads",
+        "2",
+        "--rate",
+        "50",
+        "--duration",
+        "1s",
+        "--warmup",
+        "200ms",
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    loadgen::run(&loadgen::Options::try_parse_from(args).unwrap()).expect("loadgen run")
+}
+
+#[test]
+fn redis_pubsub_broadcast_and_direct() {
+    let Some((_redis, port)) = start_redis() else {
+        return;
+    };
+    // Publishers are extra connections in Redis mode: a broadcast reaches all 50 subscribers.
+    let b = run(port, &["--senders", "2"]);
+    assert_eq!(b.protocol, "redis");
+    assert_eq!(b.connect.connected, 52, "{}", b.text());
+    assert_eq!(b.deliveries_expected, 50 * 50, "{}", b.text());
+    assert_eq!(b.received, b.deliveries_expected, "{}", b.text());
+    assert_eq!((b.lost, b.duplicated, b.out_of_order), (0, 0, 0));
+    let errs = common::validate(&serde_json::to_value(&b).unwrap(), &common::report_schema());
+    assert!(errs.is_empty(), "{errs:#?}");
+
+    let d = run(
+        port,
+        &["--pattern", "direct", "--senders", "3", "--rate", "100"],
+    );
+    assert_eq!(d.deliveries_expected, 100, "{}", d.text());
+    assert_eq!(d.received, 100, "{}", d.text());
+}

@@ -1,0 +1,240 @@
+//! Test harness: the real server in-process on port 0, and a line-oriented TCP client.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use uring_chat::config::Config;
+use uring_chat::server::Server;
+
+/// How long a client waits for a frame before the test fails (not a timing goal: a hang guard).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The real server on 127.0.0.1, a free port, two cores; stopped and joined on drop.
+pub struct TestServer {
+    server: Option<Server>,
+    pub addr: SocketAddr,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        TestServer::start_with(|_| {})
+    }
+
+    pub fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = Config {
+            host: "127.0.0.1".into(),
+            port: 0,
+            cores: 2,
+            ..Config::default()
+        };
+        adjust(&mut config);
+        let server = Server::start(config).expect("server starts");
+        let addr = server.local_addr();
+        TestServer {
+            server: Some(server),
+            addr,
+        }
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    pub fn login(&self, name: &str) -> Client {
+        Client::login(self.addr, name)
+    }
+
+    /// Logs users in (named `{prefix}{i}`) until every core holds at least `per_core` of them.
+    pub fn login_on_every_core(&self, prefix: &str, cores: usize, per_core: usize) -> Vec<Client> {
+        let mut clients = Vec::new();
+        let mut counts = vec![0; cores];
+        for i in 0..200 {
+            if counts.iter().all(|&n| n >= per_core) {
+                return clients;
+            }
+            let client = self.login(&format!("{prefix}{i}"));
+            counts[client.core] += 1;
+            clients.push(client);
+        }
+        panic!("SO_REUSEPORT never spread 200 connections over {cores} cores: {counts:?}");
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown();
+            server.join().expect("cores exit cleanly");
+        }
+    }
+}
+
+/// A protocol client over a real socket.
+pub struct Client {
+    writer: TcpStream,
+    reader: BufReader<TcpStream>,
+    pub user_id: String,
+    pub username: String,
+    pub core: usize,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+            user_id: String::new(),
+            username: String::new(),
+            core: usize::MAX,
+        }
+    }
+
+    /// Connects and logs in; panics unless the reply is a connect_response.
+    pub fn login(addr: SocketAddr, name: &str) -> Client {
+        let mut client = Client::connect(addr);
+        client.send(&serde_json::json!({"type": "connect", "content": name}).to_string());
+        let reply = client.next_reply();
+        assert_eq!(
+            reply["type"], "connect_response",
+            "login of {name}: {reply}"
+        );
+        let content = content_of(&reply);
+        client.user_id = content["userID"].as_str().unwrap().to_string();
+        client.username = name.to_string();
+        client.core = content["core"].as_u64().unwrap() as usize;
+        client
+    }
+
+    /// Writes `line` and a newline.
+    pub fn send(&mut self, line: &str) {
+        self.send_bytes(format!("{line}\n").as_bytes());
+    }
+
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("write");
+    }
+
+    /// The next line the server sends, exactly, newline included.
+    pub fn next_line(&mut self) -> Vec<u8> {
+        let mut line = Vec::new();
+        let n = self
+            .reader
+            .read_until(b'\n', &mut line)
+            .expect("read a frame");
+        assert!(n > 0, "the server closed the connection");
+        line
+    }
+
+    /// The next frame, parsed.
+    pub fn next_frame(&mut self) -> Value {
+        let line = self.next_line();
+        assert_eq!(line.last(), Some(&b'\n'), "frames end with a newline");
+        serde_json::from_slice(&line).expect("the server sends JSON")
+    }
+
+    /// The next frame that is not a presence announcement.
+    pub fn next_reply(&mut self) -> Value {
+        loop {
+            let frame = self.next_frame();
+            if frame["type"] != "presence" {
+                return frame;
+            }
+        }
+    }
+
+    /// The next frame that is not presence, as exact bytes.
+    pub fn next_reply_line(&mut self) -> Vec<u8> {
+        loop {
+            let line = self.next_line();
+            if !line.starts_with(b"{\"type\":\"presence\"") {
+                return line;
+            }
+        }
+    }
+
+    /// Panics unless the next non-presence frame is an error with `code`.
+    pub fn expect_error(&mut self, code: &str) -> Value {
+        let frame = self.next_reply();
+        assert_eq!(frame["type"], "error", "expected {code}, got {frame}");
+        assert_eq!(frame["code"], code, "got {frame}");
+        assert_eq!(frame["senderID"], "server");
+        frame
+    }
+
+    /// Round trip: everything the server queued for us before the pong has been read after this.
+    pub fn ping(&mut self, token: &str) {
+        self.send(&serde_json::json!({"type": "ping", "content": token}).to_string());
+        let frame = self.next_reply();
+        assert_eq!(frame["type"], "pong", "expected the pong, got {frame}");
+        assert_eq!(frame["content"], token);
+    }
+
+    /// Reads and discards until the server closes; panics if it does not within the read timeout.
+    pub fn expect_closed(&mut self) -> Vec<Value> {
+        let mut frames = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            match self.reader.read_until(b'\n', &mut line) {
+                Ok(0) => return frames,
+                Ok(_) => frames.push(serde_json::from_slice(&line).unwrap_or(Value::Null)),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return frames,
+                Err(e) => panic!("expected a close, got {e}"),
+            }
+        }
+    }
+
+    /// A second handle for writing from another thread while this one reads.
+    pub fn writer_clone(&self) -> TcpStream {
+        self.writer.try_clone().unwrap()
+    }
+
+    pub fn shutdown_write(&self) {
+        let _ = self.writer.shutdown(Shutdown::Write);
+    }
+
+    /// Reads whatever arrives within `window` without parsing it; for tests that count bytes.
+    pub fn drain_for(&mut self, window: Duration) -> usize {
+        let deadline = Instant::now() + window;
+        let mut total = 0;
+        let mut buf = [0u8; 65536];
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        while Instant::now() < deadline {
+            match self.reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => total += n,
+                Err(_) => {}
+            }
+        }
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(READ_TIMEOUT))
+            .unwrap();
+        total
+    }
+}
+
+/// The JSON document inside a frame's string `content`.
+pub fn content_of(frame: &Value) -> Value {
+    serde_json::from_str(frame["content"].as_str().expect("string content")).expect("JSON content")
+}
+
+/// Waits (bounded) until `check` holds; for state that settles asynchronously, not for timing.
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + READ_TIMEOUT;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("never happened: {what}");
+}

@@ -1,0 +1,220 @@
+//! Delivery over real sockets with users on both cores: broadcast, direct messages, presence,
+//! and clients that misbehave without costing the others anything.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::Duration;
+
+use common::{content_of, eventually, Client, TestServer};
+use serde_json::json;
+
+const CORES: usize = 2;
+
+/// Broadcasts reach every other user exactly once, in per-sender order, across both cores.
+#[test]
+fn broadcast_reaches_every_other_user_once_in_order_across_cores() {
+    let server = TestServer::start();
+    let mut clients = server.login_on_every_core("user", CORES, 2);
+    let senders: Vec<usize> = (0..CORES)
+        .map(|core| clients.iter().position(|c| c.core == core).unwrap())
+        .collect();
+    const MESSAGES: usize = 200;
+    for seq in 0..=MESSAGES {
+        for &s in &senders {
+            let text = if seq == MESSAGES {
+                "END".to_string()
+            } else {
+                seq.to_string()
+            };
+            clients[s].send(&json!({"type": "chat", "content": text}).to_string());
+        }
+    }
+    let ids: Vec<String> = clients.iter().map(|c| c.user_id.clone()).collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        let mut next: HashMap<String, usize> = senders
+            .iter()
+            .filter(|&&s| s != i)
+            .map(|&s| (ids[s].clone(), 0))
+            .collect();
+        while next.values().any(|&n| n <= MESSAGES) {
+            let frame = client.next_reply();
+            assert_eq!(frame["type"], "chat", "{frame}");
+            let sender = frame["senderID"].as_str().unwrap();
+            assert_ne!(
+                sender, ids[i],
+                "the sender does not get its own broadcast back"
+            );
+            let expected = next
+                .get_mut(sender)
+                .expect("only the two senders broadcast");
+            let text = if *expected == MESSAGES {
+                "END".to_string()
+            } else {
+                expected.to_string()
+            };
+            assert_eq!(
+                frame["content"], text,
+                "in order, exactly once, from {sender}"
+            );
+            assert_eq!(frame["recipientID"], "");
+            *expected += 1;
+        }
+        client.ping("no more chat after END");
+    }
+}
+
+/// A direct message crosses cores to its recipient alone; unknown recipients get USER_NOT_FOUND.
+#[test]
+fn direct_messages_cross_cores_and_unknown_recipients_are_reported() {
+    let server = TestServer::start();
+    let mut clients = server.login_on_every_core("dm", CORES, 1);
+    let a = clients.iter().position(|c| c.core == 0).unwrap();
+    let b = clients.iter().position(|c| c.core == 1).unwrap();
+    let (a_id, b_id) = (clients[a].user_id.clone(), clients[b].user_id.clone());
+    clients[a].send(&json!({"type": "chat", "recipientID": b_id, "content": "psst"}).to_string());
+    let expected = format!(
+        "{{\"type\":\"chat\",\"senderID\":\"{a_id}\",\"recipientID\":\"{b_id}\",\"content\":\"psst\",\"username\":\"{}\"}}\n",
+        clients[a].username
+    );
+    assert_eq!(
+        String::from_utf8(clients[b].next_reply_line()).unwrap(),
+        expected
+    );
+    for (i, client) in clients.iter_mut().enumerate() {
+        if i != b {
+            client.ping("nothing for me");
+        }
+    }
+    let unknown_on_core_1 = format!("01{}", &b_id[2..34]) + "ff";
+    for recipient in [
+        unknown_on_core_1.as_str(),
+        "00000000-0000-8000-8000-000000000000",
+        "not-a-user",
+        "ff000000-0000-8000-8000-000000000000",
+    ] {
+        if recipient == b_id {
+            continue;
+        }
+        clients[a].send(
+            &json!({"type": "chat", "recipientID": recipient, "content": "hello?"}).to_string(),
+        );
+        let error = clients[a].expect_error("USER_NOT_FOUND");
+        assert!(error["content"].as_str().unwrap().contains(recipient));
+    }
+}
+
+/// NAME_TAKEN while a name is in use; the name is free again after the holder's socket closes abruptly.
+#[test]
+fn name_is_freed_after_an_abrupt_close() {
+    let server = TestServer::start();
+    let holder = server.login("carol");
+    let mut rival = server.connect();
+    rival.send(r#"{"type":"connect","content":"carol"}"#);
+    rival.expect_error("NAME_TAKEN");
+    drop(holder);
+    eventually("carol's name is released", || {
+        rival.send(r#"{"type":"connect","content":"carol"}"#);
+        rival.next_reply()["type"] == "connect_response"
+    });
+}
+
+/// Other users learn of a join, of a leave by `disconnect`, and of a leave by abrupt close.
+#[test]
+fn joins_and_leaves_are_announced() {
+    let server = TestServer::start();
+    let mut observer = server.login("observer");
+    let leaver = server.login("polite");
+    let quitter = server.login("abrupt");
+    let mut seen_join = Vec::new();
+    let mut seen_left = Vec::new();
+    let mut wait_for = |observer: &mut Client, joined: bool, name: &str| loop {
+        let seen = if joined { &seen_join } else { &seen_left };
+        if seen.iter().any(|n| n == name) {
+            return;
+        }
+        let frame = observer.next_frame();
+        if frame["type"] != "presence" {
+            continue;
+        }
+        let content = content_of(&frame);
+        assert!(content["userCount"].is_u64());
+        for (key, seen) in [("joined", &mut seen_join), ("left", &mut seen_left)] {
+            for user in content[key].as_array().unwrap() {
+                seen.push(user["username"].as_str().unwrap().to_string());
+            }
+        }
+    };
+    wait_for(&mut observer, true, "polite");
+    wait_for(&mut observer, true, "abrupt");
+    let mut leaver = leaver;
+    leaver.send(r#"{"type":"disconnect"}"#);
+    wait_for(&mut observer, false, "polite");
+    drop(quitter);
+    wait_for(&mut observer, false, "abrupt");
+}
+
+/// A 1 MiB line gets FRAME_TOO_LARGE and a close, while other clients chat on unharmed.
+#[test]
+fn oversized_frame_is_refused_and_others_are_unharmed() {
+    let server = TestServer::start();
+    let mut attacker = server.login("attacker");
+    let mut alice = server.login("alice");
+    let mut bob = server.login("bob");
+    let mut writer = attacker.writer_clone();
+    let flood = std::thread::spawn(move || {
+        let mut line = br#"{"type":"chat","content":""#.to_vec();
+        line.resize(1024 * 1024, b'x');
+        line.extend_from_slice(b"\"}\n");
+        // The server closes mid-way, so the write may fail: that is the point.
+        let _ = writer.write_all(&line);
+    });
+    attacker.expect_error("FRAME_TOO_LARGE");
+    attacker.expect_closed();
+    flood.join().unwrap();
+    alice.send(r#"{"type":"chat","content":"still fine"}"#);
+    assert_eq!(bob.next_reply()["content"], "still fine");
+}
+
+/// A client that never reads is cut off as a slow consumer; a fast client receives every message.
+#[test]
+fn slow_consumer_is_cut_off_and_others_receive_everything() {
+    let server = TestServer::start_with(|c| {
+        c.max_outbound_bytes = 256 * 1024;
+        c.drain_timeout = Duration::from_secs(30);
+    });
+    let mut sender = server.login("sender");
+    let mut slow = server.login("slow");
+    let mut fast = server.login("fast");
+    const MESSAGES: usize = 20_000;
+    let payload = "x".repeat(1000);
+    let mut writer = sender.writer_clone();
+    let publish = std::thread::spawn(move || {
+        for seq in 0..MESSAGES {
+            let line =
+                json!({"type": "chat", "content": format!("{seq}:{payload}")}).to_string() + "\n";
+            writer.write_all(line.as_bytes()).unwrap();
+        }
+    });
+    for seq in 0..MESSAGES {
+        let frame = fast.next_reply();
+        let content = frame["content"].as_str().unwrap();
+        assert!(
+            content.starts_with(&format!("{seq}:")),
+            "message {seq} arrives in order"
+        );
+    }
+    publish.join().unwrap();
+    let frames = slow.expect_closed();
+    let chats = frames.iter().filter(|f| f["type"] == "chat").count();
+    assert!(
+        chats < MESSAGES,
+        "the slow client was cut off before the end ({chats} arrived)"
+    );
+    let last = frames
+        .last()
+        .expect("the slow client got its error before the close");
+    assert_eq!(last["code"], "SLOW_CONSUMER", "{last}");
+    sender.ping("the sender is unharmed");
+}
