@@ -35,6 +35,16 @@ pub const DEFAULT_READ_BUFFER_BYTES: usize = 512;
 pub const DEFAULT_RING_ENTRIES: u32 = 4096;
 /// Completion-queue size as a multiple of the submission queue: every idle connection holds a read.
 pub const RING_CQ_FACTOR: u32 = 16;
+/// A connection that has not logged in by then is closed: slowloris costs a socket for this long.
+pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Silence after which the server pings; two more silent intervals and the connection is closed.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(30);
+/// Connections per client address; 0 is no cap (behind a proxy every client shares one address).
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 0;
+/// Frames per second a connection may send on average (0 turns flood control off).
+pub const DEFAULT_RATE_LIMIT: u32 = 50;
+/// Frames a connection may send at once above its rate.
+pub const DEFAULT_RATE_LIMIT_BURST: u32 = 100;
 /// Most cores: the first byte of a userID names the core that owns the user.
 pub const MAX_CORES: usize = 256;
 
@@ -63,6 +73,11 @@ pub struct Config {
     pub drain_timeout: Duration,
     pub read_buffer_bytes: usize,
     pub ring_entries: u32,
+    pub login_timeout: Duration,
+    pub ping_interval: Duration,
+    pub max_connections_per_ip: usize,
+    pub rate_limit: u32,
+    pub rate_limit_burst: u32,
     pub log_level: String,
     pub log_format: LogFormat,
 }
@@ -84,6 +99,11 @@ impl Default for Config {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             read_buffer_bytes: DEFAULT_READ_BUFFER_BYTES,
             ring_entries: DEFAULT_RING_ENTRIES,
+            login_timeout: DEFAULT_LOGIN_TIMEOUT,
+            ping_interval: DEFAULT_PING_INTERVAL,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            rate_limit: DEFAULT_RATE_LIMIT,
+            rate_limit_burst: DEFAULT_RATE_LIMIT_BURST,
             log_level: "info".into(),
             log_format: LogFormat::Text,
         }
@@ -148,6 +168,21 @@ struct Cli {
     /// io_uring submission-queue entries per core (the completion queue is 16 times larger).
     #[arg(long, env = "URING_CHAT_RING_ENTRIES", default_value_t = DEFAULT_RING_ENTRIES)]
     ring_entries: u32,
+    /// Close connections that have not logged in within this time (slowloris).
+    #[arg(long, env = "URING_CHAT_LOGIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    login_timeout: Duration,
+    /// Ping a connection silent this long; close it after two more silent intervals.
+    #[arg(long, env = "URING_CHAT_PING_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    ping_interval: Duration,
+    /// Connections per client IP address; extra ones get SERVER_FULL (0: no cap).
+    #[arg(long, env = "URING_CHAT_MAX_CONNECTIONS_PER_IP", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_IP)]
+    max_connections_per_ip: usize,
+    /// Frames per second one connection may send on average; excess gets RATE_LIMITED (0: off).
+    #[arg(long, env = "URING_CHAT_RATE_LIMIT", default_value_t = DEFAULT_RATE_LIMIT)]
+    rate_limit: u32,
+    /// Frames one connection may send in a burst above its rate.
+    #[arg(long, env = "URING_CHAT_RATE_LIMIT_BURST", default_value_t = DEFAULT_RATE_LIMIT_BURST)]
+    rate_limit_burst: u32,
     /// Log filter (error, warn, info, debug, trace, or a tracing directive); RUST_LOG wins when set.
     #[arg(long, env = "URING_CHAT_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -174,6 +209,11 @@ struct FileConfig {
     drain_timeout: Option<String>,
     read_buffer_bytes: Option<usize>,
     ring_entries: Option<u32>,
+    login_timeout: Option<String>,
+    ping_interval: Option<String>,
+    max_connections_per_ip: Option<usize>,
+    rate_limit: Option<u32>,
+    rate_limit_burst: Option<u32>,
     log_level: Option<String>,
     log_format: Option<LogFormat>,
 }
@@ -252,6 +292,33 @@ impl Config {
                 file.read_buffer_bytes,
             ),
             ring_entries: layers.pick("ring_entries", cli.ring_entries, file.ring_entries),
+            login_timeout: layers.pick(
+                "login_timeout",
+                cli.login_timeout,
+                file.login_timeout
+                    .as_deref()
+                    .map(parse_duration)
+                    .transpose()?,
+            ),
+            ping_interval: layers.pick(
+                "ping_interval",
+                cli.ping_interval,
+                file.ping_interval
+                    .as_deref()
+                    .map(parse_duration)
+                    .transpose()?,
+            ),
+            max_connections_per_ip: layers.pick(
+                "max_connections_per_ip",
+                cli.max_connections_per_ip,
+                file.max_connections_per_ip,
+            ),
+            rate_limit: layers.pick("rate_limit", cli.rate_limit, file.rate_limit),
+            rate_limit_burst: layers.pick(
+                "rate_limit_burst",
+                cli.rate_limit_burst,
+                file.rate_limit_burst,
+            ),
             log_level: layers.pick("log_level", cli.log_level, file.log_level),
             log_format: layers.pick("log_format", cli.log_format, file.log_format),
         };
@@ -279,8 +346,16 @@ impl Config {
         if self.max_connections == 0 || self.user_list_limit == 0 || self.ring_entries < 8 {
             return Err("--max-connections and --user-list-limit must be positive, --ring-entries at least 8".into());
         }
-        if self.presence_interval.is_zero() {
-            return Err("--presence-interval must be positive".into());
+        if self.presence_interval.is_zero()
+            || self.login_timeout.is_zero()
+            || self.ping_interval.is_zero()
+        {
+            return Err(
+                "--presence-interval, --login-timeout and --ping-interval must be positive".into(),
+            );
+        }
+        if self.rate_limit > 0 && self.rate_limit_burst == 0 {
+            return Err("--rate-limit-burst must be positive when --rate-limit is on".into());
         }
         Ok(())
     }

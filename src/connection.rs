@@ -8,7 +8,7 @@
 //! read or write is pending, so both tasks end on their own; the fd closes when the last `Rc` goes.
 
 use std::cell::{Cell, RefCell};
-use std::net::Shutdown;
+use std::net::{IpAddr, Shutdown};
 use std::rc::{Rc, Weak};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -19,6 +19,7 @@ use tokio_uring::net::TcpStream;
 
 use crate::codec::{Event, FrameDecoder};
 use crate::core::Core;
+use crate::guards::{TokenBucket, Verdict};
 use crate::outbound::{OutFrame, OutQueue, Overflow};
 use crate::protocol::{self, ErrorCode};
 use crate::session::{self, Session};
@@ -38,18 +39,36 @@ pub struct Connection {
     pub(crate) session: RefCell<Option<Session>>,
     /// Position in the core's member list while logged in.
     pub(crate) member_index: Cell<usize>,
+    /// The peer's address, when it counts against `--max-connections-per-ip`.
+    counted_ip: Option<IpAddr>,
+    /// Core clock (ms) at accept, for the login timeout.
+    accepted_ms: u64,
+    /// Core clock (ms) of the last read, for keepalive.
+    last_heard_ms: Cell<u64>,
+    pinged: Cell<bool>,
+    bucket: Cell<TokenBucket>,
     shared: std::sync::Arc<crate::core::Shared>,
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
         self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        if let Some(ip) = self.counted_ip {
+            self.shared.per_address.release(ip);
+        }
     }
 }
 
 impl Connection {
     /// Wraps an accepted socket; the caller has already counted it in `core.shared.connections`.
-    pub fn new(core: &Core, id: u64, stream: TcpStream) -> Rc<Connection> {
+    /// `counted_ip` is set when the caller counted the peer in `core.shared.per_address`.
+    pub fn new(
+        core: &Core,
+        id: u64,
+        stream: TcpStream,
+        counted_ip: Option<IpAddr>,
+    ) -> Rc<Connection> {
+        let now = core.now_ms();
         Rc::new(Connection {
             id,
             stream,
@@ -59,8 +78,45 @@ impl Connection {
             close_how: Cell::new(Shutdown::Write),
             session: RefCell::new(None),
             member_index: Cell::new(usize::MAX),
+            counted_ip,
+            accepted_ms: now,
+            last_heard_ms: Cell::new(now),
+            pinged: Cell::new(false),
+            bucket: Cell::new(TokenBucket::new(core.config.rate_limit_burst, now)),
             shared: core.shared.clone(),
         })
+    }
+
+    pub fn is_logged_in(&self) -> bool {
+        self.session.borrow().is_some()
+    }
+
+    pub fn accepted_ms(&self) -> u64 {
+        self.accepted_ms
+    }
+
+    pub fn last_heard_ms(&self) -> u64 {
+        self.last_heard_ms.get()
+    }
+
+    pub fn was_pinged(&self) -> bool {
+        self.pinged.get()
+    }
+
+    pub fn mark_pinged(&self) {
+        self.pinged.set(true);
+    }
+
+    /// Flood control for one inbound frame.
+    pub fn take_token(&self, core: &Core) -> Verdict {
+        let mut bucket = self.bucket.get();
+        let verdict = bucket.take(
+            core.now_ms(),
+            core.config.rate_limit,
+            core.config.rate_limit_burst,
+        );
+        self.bucket.set(bucket);
+        verdict
     }
 
     pub fn is_closing(&self) -> bool {
@@ -187,6 +243,8 @@ pub async fn serve(core: Rc<Core>, conn: Rc<Connection>) {
             Ok(read) => read,
         };
         let filled = read == capacity - len;
+        conn.last_heard_ms.set(core.now_ms());
+        conn.pinged.set(false);
         if conn.is_closing() || !core.takes_input() {
             // A lingering close or a drain: read to keep the peer's writes from failing, ignore it.
             session::logout(&core, &conn);

@@ -9,11 +9,12 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -22,6 +23,7 @@ use tokio_uring::net::{TcpListener, TcpStream};
 use crate::config::Config;
 use crate::connection::{self, Connection};
 use crate::directory::Directory;
+use crate::guards::{self, PerAddress};
 use crate::outbound::OutFrame;
 use crate::presence::{self, PresenceBatch};
 use crate::protocol::{self, ErrorCode};
@@ -41,6 +43,8 @@ pub struct Shared {
     /// Open client sockets server-wide, for `--max-connections`.
     pub connections: AtomicUsize,
     pub max_connections: usize,
+    /// Connections per client address, when `--max-connections-per-ip` is set.
+    pub per_address: PerAddress,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +75,8 @@ pub struct Core {
     phase: Cell<Phase>,
     drained_peers: Cell<usize>,
     connection_gone: Notify,
+    /// Start of this core's millisecond clock (timeouts and flood control).
+    epoch: Instant,
 }
 
 impl Core {
@@ -87,7 +93,18 @@ impl Core {
             phase: Cell::new(Phase::Running),
             drained_peers: Cell::new(0),
             connection_gone: Notify::new(),
+            epoch: Instant::now(),
         })
+    }
+
+    /// Milliseconds since this core started.
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Every open connection, for sweeps that may close some of them.
+    pub fn connections_snapshot(&self) -> Vec<Rc<Connection>> {
+        self.connections.borrow().values().cloned().collect()
     }
 
     /// False once the server is stopping: input read after that is dropped, not acted on.
@@ -159,15 +176,20 @@ impl Core {
     }
 
     /// Registers a connection the accept loop took, or turns it away when the server is full.
-    fn admit(self: &Rc<Self>, stream: TcpStream) {
+    fn admit(self: &Rc<Self>, stream: TcpStream, peer: SocketAddr) {
         let open = self.shared.connections.fetch_add(1, Ordering::Relaxed) + 1;
         let id = self.next_connection.replace(self.next_connection.get() + 1);
-        let conn = Connection::new(self, id, stream);
+        let per_ip = self.config.max_connections_per_ip;
+        let counted = per_ip == 0 || self.shared.per_address.try_acquire(peer.ip(), per_ip);
+        let counted_ip = (per_ip > 0 && counted).then_some(peer.ip());
+        let conn = Connection::new(self, id, stream, counted_ip);
         if open > self.shared.max_connections {
-            let reason = format!(
-                "the server holds its maximum of {} connections",
-                self.shared.max_connections
-            );
+            let max = self.shared.max_connections;
+            let reason = format!("the server holds its maximum of {max} connections");
+            return conn.fail(self, ErrorCode::ServerFull, &reason);
+        }
+        if !counted {
+            let reason = format!("your address holds its maximum of {per_ip} connections");
             return conn.fail(self, ErrorCode::ServerFull, &reason);
         }
         tracing::debug!(core = self.id, conn = id, "connected");
@@ -240,6 +262,7 @@ pub async fn run(core: Rc<Core>, listener: TcpListener, inbox: Inbox) {
     let flusher = core.clone();
     tokio_uring::spawn(async move { flusher.router.run_flusher().await });
     tokio_uring::spawn(presence::run_ticker(core.clone()));
+    tokio_uring::spawn(guards::run_sweeper(core.clone()));
 
     while core.phase.get() != Phase::Closing {
         let Ok(batch) = inbox.recv_async().await else {
@@ -276,12 +299,12 @@ async fn accept_loop(core: Rc<Core>, listener: Rc<TcpListener>) {
             return;
         }
         match accepted {
-            Ok((stream, _peer)) => {
+            Ok((stream, peer)) => {
                 backoff = ACCEPT_BACKOFF_MIN;
                 if let Err(error) = stream.set_nodelay(true) {
                     tracing::debug!(%error, "TCP_NODELAY failed");
                 }
-                core.admit(stream);
+                core.admit(stream, peer);
             }
             Err(error) => {
                 tracing::warn!(core = core.id, %error, retry_in = ?backoff, "accept failed");

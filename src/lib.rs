@@ -14,6 +14,7 @@
 //! - [`outbound`]: a connection's bounded queue of shared frames, drained in `writev` batches.
 //! - [`router`]: batched `flume` messages between cores.
 //! - [`presence`]: coalesced join and leave announcements.
+//! - [`guards`]: login timeout, keepalive, flood control and per-address caps.
 //! - [`directory`]: the server-wide set of unique usernames.
 //! - [`user_id`]: userIDs, which name the core that owns the user.
 
@@ -22,6 +23,7 @@ pub mod config;
 pub mod connection;
 pub mod core;
 pub mod directory;
+pub mod guards;
 pub mod outbound;
 pub mod presence;
 pub mod protocol;

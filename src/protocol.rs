@@ -30,6 +30,8 @@ pub enum ErrorCode {
     SlowConsumer,
     ServerFull,
     ServerShutdown,
+    RateLimited,
+    LoginTimeout,
 }
 
 impl ErrorCode {
@@ -46,6 +48,8 @@ impl ErrorCode {
             ErrorCode::SlowConsumer => "SLOW_CONSUMER",
             ErrorCode::ServerFull => "SERVER_FULL",
             ErrorCode::ServerShutdown => "SERVER_SHUTDOWN",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::LoginTimeout => "LOGIN_TIMEOUT",
         }
     }
 }

@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use crate::config::Config;
 use crate::core::{self, Core, Shared};
 use crate::directory::Directory;
+use crate::guards::PerAddress;
 use crate::router::{CoreMsg, Outbox, Router, INBOX_BATCHES};
 use crate::startup;
 
@@ -64,6 +65,7 @@ impl Server {
             directory: Directory::default(),
             connections: AtomicUsize::new(0),
             max_connections: config.max_connections,
+            per_address: PerAddress::default(),
         });
         let config = Arc::new(config);
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..config.cores)

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::connection::Connection;
 use crate::core::Core;
 use crate::directory::{NameError, Registration};
+use crate::guards::Verdict;
 use crate::protocol::{self, ErrorCode, JsonString, Request};
 use crate::user_id::UserId;
 
@@ -23,6 +24,23 @@ pub struct Session {
 
 /// Acts on one frame from `conn`.
 pub fn handle_frame(core: &Rc<Core>, conn: &Rc<Connection>, frame: &[u8]) {
+    match conn.take_token(core) {
+        Verdict::Allowed => {}
+        Verdict::Limited => {
+            let reason = format!(
+                "slow down: at most {} frames per second",
+                core.config.rate_limit
+            );
+            return conn.reply(core, protocol::error(ErrorCode::RateLimited, &reason));
+        }
+        Verdict::Disconnect => {
+            return conn.fail(
+                core,
+                ErrorCode::RateLimited,
+                "you kept flooding after being rate limited",
+            );
+        }
+    }
     let request = match protocol::parse_request(frame) {
         Ok(request) => request,
         Err(reason) => {

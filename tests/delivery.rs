@@ -15,7 +15,7 @@ const CORES: usize = 2;
 /// Broadcasts reach every other user exactly once, in per-sender order, across both cores.
 #[test]
 fn broadcast_reaches_every_other_user_once_in_order_across_cores() {
-    let server = TestServer::start();
+    let server = TestServer::start_with(|c| c.rate_limit = 0);
     let mut clients = server.login_on_every_core("user", CORES, 2);
     let senders: Vec<usize> = (0..CORES)
         .map(|core| clients.iter().position(|c| c.core == core).unwrap())
@@ -182,6 +182,7 @@ fn oversized_frame_is_refused_and_others_are_unharmed() {
 fn slow_consumer_is_cut_off_and_others_receive_everything() {
     let server = TestServer::start_with(|c| {
         c.max_outbound_bytes = 256 * 1024;
+        c.rate_limit = 0;
         c.drain_timeout = Duration::from_secs(30);
     });
     let mut sender = server.login("sender");

@@ -1,0 +1,227 @@
+//! One broadcast end to end over loopback against the real server, started in this process.
+//!
+//! `e2e/broadcast/<N>`: N receivers and one sender are connected and logged in once; each iteration
+//! sends one `chat` broadcast and stops the clock when every receiver has read it. The time is
+//! therefore the full fan-out latency of one message (parse, local and cross-core fan-out, N writes,
+//! N reads), with the server's 2 cores and this client's thread sharing the machine's CPUs.
+//!
+//! The clients run on one tokio-uring runtime that is kept for the whole benchmark and re-entered
+//! with `block_on` for every `iter_custom` call: sockets belong to their runtime, and a fresh
+//! `tokio_uring::start` per call would mean logging everyone in again. No read is left pending
+//! between calls (each receiver task returns once it has its message), so the runtime is idle
+//! while criterion does its bookkeeping.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use tokio_uring::net::TcpStream;
+use uring_chat::config::Config;
+use uring_chat::server::Server;
+
+/// Receivers per benchmark.
+const RECEIVERS: [usize; 2] = [100, 1000];
+/// Bytes of chat content per message, like loadgen's default `--size`.
+const PAYLOAD: usize = 64;
+
+type Result<T> = std::result::Result<T, String>;
+
+/// One logged-in client: its socket, a reused read buffer, and bytes of an unfinished line.
+struct Client {
+    stream: TcpStream,
+    read_buf: Vec<u8>,
+    partial: Vec<u8>,
+}
+
+impl Client {
+    /// TCP connect, `connect` frame, wait for `connect_response`.
+    async fn login(addr: SocketAddr, name: &str) -> Result<Client> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let mut client = Client {
+            stream,
+            read_buf: Vec::with_capacity(16 * 1024),
+            partial: Vec::new(),
+        };
+        client
+            .send(format!("{{\"type\":\"connect\",\"content\":\"{name}\"}}\n"))
+            .await?;
+        client
+            .read_until(|line| contains(line, b"\"connect_response\""))
+            .await?;
+        Ok(client)
+    }
+
+    async fn send(&self, frame: String) -> Result<()> {
+        let (result, _) = self.stream.write_all(frame.into_bytes()).await;
+        result.map_err(|e| format!("write: {e}"))
+    }
+
+    /// Reads until a complete line satisfies `done`; lines before it (presence) are skipped, bytes
+    /// after it are kept for the next call.
+    async fn read_until(&mut self, done: impl Fn(&[u8]) -> bool) -> Result<()> {
+        loop {
+            if let Some(end) = self.find_line(&done) {
+                self.partial.drain(..end);
+                return Ok(());
+            }
+            let mut buf = std::mem::take(&mut self.read_buf);
+            buf.clear();
+            let (result, buf) = self.stream.read(buf).await;
+            self.read_buf = buf;
+            match result {
+                Ok(0) => return Err("the server closed the connection".into()),
+                Ok(n) => self.partial.extend_from_slice(&self.read_buf[..n]),
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        }
+    }
+
+    /// The end (after `\n`) of the first complete line matching `done`; drops the lines before it.
+    fn find_line(&mut self, done: &impl Fn(&[u8]) -> bool) -> Option<usize> {
+        let mut start = 0;
+        while let Some(offset) = self.partial[start..].iter().position(|&b| b == b'\n') {
+            let end = start + offset + 1;
+            if done(&self.partial[start..end]) {
+                return Some(end);
+            }
+            start = end;
+        }
+        self.partial.drain(..start);
+        None
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The broadcast of iteration `seq`, and the bytes that identify it in every receiver's copy.
+fn broadcast(seq: u64) -> (String, Vec<u8>) {
+    let stamp = format!("e2e:{seq}:");
+    let content = format!("{stamp:x<PAYLOAD$}");
+    (
+        format!("{{\"type\":\"chat\",\"content\":\"{content}\"}}\n"),
+        format!("\"content\":\"{stamp}").into_bytes(),
+    )
+}
+
+/// The logged-in clients of one benchmark.
+struct Room {
+    sender: Client,
+    receivers: Vec<Client>,
+    seq: u64,
+}
+
+impl Room {
+    async fn open(addr: SocketAddr, receivers: usize) -> Result<Room> {
+        let tag = format!("b{}x{receivers}", std::process::id());
+        let mut clients = Vec::with_capacity(receivers);
+        for i in 0..receivers {
+            clients.push(Client::login(addr, &format!("{tag}r{i}")).await?);
+        }
+        let mut room = Room {
+            sender: Client::login(addr, &format!("{tag}s")).await?,
+            receivers: clients,
+            seq: 0,
+        };
+        // Presence frames for the joins come every 100 ms; let them all go out, then read past
+        // them: the receivers up to a first broadcast, the sender (who does not get its own
+        // broadcast) up to the answer to a ping. Afterwards nothing but the benchmark arrives.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        room.broadcast_once().await?;
+        room.sender
+            .send("{\"type\":\"ping\",\"content\":\"drained\"}\n".into())
+            .await?;
+        room.sender
+            .read_until(|line| contains(line, b"\"pong\"") && contains(line, b"drained"))
+            .await?;
+        Ok(room)
+    }
+
+    /// Sends one broadcast and returns how long until every receiver had read it.
+    async fn broadcast_once(&mut self) -> Result<Duration> {
+        self.seq += 1;
+        let (frame, marker) = broadcast(self.seq);
+        let started = Instant::now();
+        // The reads are submitted when this task yields in the write below, so the receivers are
+        // waiting before the message can reach them.
+        let tasks: Vec<_> = std::mem::take(&mut self.receivers)
+            .into_iter()
+            .map(|mut client| {
+                let marker = marker.clone();
+                tokio_uring::spawn(async move {
+                    let outcome = client
+                        .read_until(|line| contains(line, b"\"chat\"") && contains(line, &marker))
+                        .await;
+                    (client, outcome)
+                })
+            })
+            .collect();
+        let sent = self.sender.send(frame).await;
+        let mut first_error = sent.err();
+        for task in tasks {
+            let (client, outcome) = task.await.map_err(|e| format!("receiver task: {e}"))?;
+            self.receivers.push(client);
+            if let (Err(e), None) = (outcome, &first_error) {
+                first_error = Some(e);
+            }
+        }
+        let elapsed = started.elapsed();
+        first_error.map_or(Ok(elapsed), Err)
+    }
+}
+
+fn bench_e2e(c: &mut Criterion) {
+    let server = Server::start(Config {
+        host: "127.0.0.1".into(),
+        port: 0,
+        cores: 2,
+        ..Default::default()
+    })
+    .expect("start the server");
+    let addr = server.local_addr();
+    let runtime = tokio_uring::Runtime::new(&tokio_uring::builder()).expect("io_uring runtime");
+
+    let mut group = c.benchmark_group("e2e/broadcast");
+    for receivers in RECEIVERS {
+        let mut room = runtime
+            .block_on(Room::open(addr, receivers))
+            .expect("log the clients in");
+        // One element = one delivery, so criterion also shows deliveries per second.
+        group.throughput(Throughput::Elements(receivers as u64));
+        group.bench_function(BenchmarkId::from_parameter(receivers), |b| {
+            b.iter_custom(|iters| {
+                runtime.block_on(async {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        total += room.broadcast_once().await.expect("broadcast delivered");
+                    }
+                    total
+                })
+            })
+        });
+        // Close the sockets inside the runtime that owns them.
+        runtime.block_on(async move { drop(room) });
+    }
+    group.finish();
+
+    server.shutdown();
+    server.join().expect("the server stops cleanly");
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = bench_e2e
+}
+criterion_main!(benches);
