@@ -23,6 +23,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 pub const DEFAULT_USER_LIST_LIMIT: usize = 100;
 /// How often each core sends its coalesced joins and leaves.
 pub const DEFAULT_PRESENCE_INTERVAL: Duration = Duration::from_millis(100);
+/// How often each core sends counts-only presence frames (above `--presence-limit` users). Every
+/// frame costs a TCP segment per user, so with ten thousand users it is sent rarely.
+pub const DEFAULT_PRESENCE_COUNT_INTERVAL: Duration = Duration::from_secs(1);
 /// Above this many users, presence frames carry counts only.
 pub const DEFAULT_PRESENCE_LIMIT: usize = 1000;
 /// Names per list (`joined`, `left`) in one presence frame.
@@ -68,6 +71,7 @@ pub struct Config {
     pub max_connections: usize,
     pub user_list_limit: usize,
     pub presence_interval: Duration,
+    pub presence_count_interval: Duration,
     pub presence_limit: usize,
     pub presence_names: usize,
     pub drain_timeout: Duration,
@@ -94,6 +98,7 @@ impl Default for Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             user_list_limit: DEFAULT_USER_LIST_LIMIT,
             presence_interval: DEFAULT_PRESENCE_INTERVAL,
+            presence_count_interval: DEFAULT_PRESENCE_COUNT_INTERVAL,
             presence_limit: DEFAULT_PRESENCE_LIMIT,
             presence_names: DEFAULT_PRESENCE_NAMES,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
@@ -153,6 +158,9 @@ struct Cli {
     /// How often each core sends its coalesced joins and leaves (e.g. 100ms, 1s).
     #[arg(long, env = "URING_CHAT_PRESENCE_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
     presence_interval: Duration,
+    /// How often each core sends counts-only presence frames (above --presence-limit users).
+    #[arg(long, env = "URING_CHAT_PRESENCE_COUNT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    presence_count_interval: Duration,
     /// Above this many users, presence frames carry counts only.
     #[arg(long, env = "URING_CHAT_PRESENCE_LIMIT", default_value_t = DEFAULT_PRESENCE_LIMIT)]
     presence_limit: usize,
@@ -204,6 +212,7 @@ struct FileConfig {
     max_connections: Option<usize>,
     user_list_limit: Option<usize>,
     presence_interval: Option<String>,
+    presence_count_interval: Option<String>,
     presence_limit: Option<usize>,
     presence_names: Option<usize>,
     drain_timeout: Option<String>,
@@ -272,6 +281,14 @@ impl Config {
                 "presence_interval",
                 cli.presence_interval,
                 file.presence_interval
+                    .as_deref()
+                    .map(parse_duration)
+                    .transpose()?,
+            ),
+            presence_count_interval: layers.pick(
+                "presence_count_interval",
+                cli.presence_count_interval,
+                file.presence_count_interval
                     .as_deref()
                     .map(parse_duration)
                     .transpose()?,

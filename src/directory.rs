@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use crate::protocol::UserEntry;
+use crate::protocol::{self, UserEntry};
 use crate::user_id::UserId;
 
 /// Longest username, in characters.
@@ -29,6 +29,16 @@ struct Users {
     by_name: HashMap<Arc<str>, u64>,
     by_login: BTreeMap<u64, (UserId, Arc<str>)>,
     next: u64,
+    first_page: Option<FirstPage>,
+}
+
+/// The JSON of the first page of users, which every login sends: it changes only when a user on it
+/// leaves, or someone joins while it is not full, so it is built once, not once per login.
+struct FirstPage {
+    limit: usize,
+    /// Login number of the page's last user; `u64::MAX` while the page is not full.
+    last: u64,
+    json: Arc<str>,
 }
 
 #[derive(Default)]
@@ -75,6 +85,13 @@ impl Directory {
         if users.by_name.contains_key(&name) {
             return Err(NameError::Taken);
         }
+        if users
+            .first_page
+            .as_ref()
+            .is_some_and(|page| page.last == u64::MAX)
+        {
+            users.first_page = None;
+        }
         let seq = users.next;
         users.next += 1;
         users.by_name.insert(name.clone(), seq);
@@ -85,6 +102,13 @@ impl Directory {
     /// Frees the user's name.
     pub fn unregister(&self, registration: Registration) {
         let mut users = self.lock();
+        if users
+            .first_page
+            .as_ref()
+            .is_some_and(|page| registration.0 <= page.last)
+        {
+            users.first_page = None;
+        }
         if let Some((_, name)) = users.by_login.remove(&registration.0) {
             users.by_name.remove(&name);
         }
@@ -104,6 +128,40 @@ impl Directory {
             })
             .collect();
         (page, users.by_login.len())
+    }
+
+    /// The first `limit` users as JSON, and the total count; cached between changes to that page.
+    pub fn first_page_json(&self, limit: usize) -> (Arc<str>, usize) {
+        let mut users = self.lock();
+        let count = users.by_login.len();
+        if let Some(page) = users.first_page.as_ref().filter(|page| page.limit == limit) {
+            return (page.json.clone(), count);
+        }
+        let entries: Vec<UserEntry> = users
+            .by_login
+            .values()
+            .take(limit)
+            .map(|(id, name)| UserEntry {
+                user_id: id.to_string(),
+                username: name.to_string(),
+            })
+            .collect();
+        let last = if entries.len() < limit {
+            u64::MAX
+        } else {
+            *users
+                .by_login
+                .keys()
+                .nth(limit - 1)
+                .expect("the page is full")
+        };
+        let json: Arc<str> = protocol::user_list_json(&entries).into();
+        users.first_page = Some(FirstPage {
+            limit,
+            last,
+            json: json.clone(),
+        });
+        (json, count)
     }
 
     pub fn len(&self) -> usize {
@@ -141,6 +199,38 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_cached_first_page_follows_joins_and_leaves() {
+        let directory = Directory::default();
+        let names = |d: &Directory| -> Vec<String> {
+            let (json, _) = d.first_page_json(2);
+            let list: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+            list.iter()
+                .map(|u| u["username"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let a = directory.register("a".into(), UserId::new(0)).unwrap();
+        assert_eq!(names(&directory), ["a"]);
+        directory.register("b".into(), UserId::new(0)).unwrap();
+        assert_eq!(
+            names(&directory),
+            ["a", "b"],
+            "a join into a page that was not full"
+        );
+        let c = directory.register("c".into(), UserId::new(0)).unwrap();
+        assert_eq!(
+            names(&directory),
+            ["a", "b"],
+            "a join past the full page changes nothing"
+        );
+        directory.unregister(c);
+        assert_eq!(names(&directory), ["a", "b"]);
+        directory.register("d".into(), UserId::new(0)).unwrap();
+        directory.unregister(a);
+        assert_eq!(names(&directory), ["b", "d"], "a leave from the page");
+        assert_eq!(directory.first_page_json(2).1, 2);
     }
 
     #[test]

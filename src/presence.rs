@@ -71,10 +71,12 @@ fn entry(user_id: UserId, username: &str) -> UserEntry {
     }
 }
 
-/// Sends the core's presence frame every interval while the core takes input.
+/// Sends the core's presence frame every interval while the core takes input; counts-only frames
+/// (above `--presence-limit` users) only every `--presence-count-interval`.
 pub async fn run_ticker(core: Rc<Core>) {
     let mut interval = tokio::time::interval(core.config.presence_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_sent = tokio::time::Instant::now();
     loop {
         interval.tick().await;
         if !core.takes_input() {
@@ -85,6 +87,11 @@ pub async fn run_ticker(core: Rc<Core>) {
             continue;
         }
         let user_count = core.shared.directory.len();
+        let counts_only = user_count > core.config.presence_limit;
+        if counts_only && last_sent.elapsed() < core.config.presence_count_interval {
+            continue;
+        }
+        last_sent = tokio::time::Instant::now();
         let frame = core
             .presence
             .borrow_mut()

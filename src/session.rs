@@ -86,7 +86,10 @@ fn login(core: &Rc<Core>, conn: &Rc<Connection>, content: JsonString<'_>) {
             return conn.reply(core, protocol::error(ErrorCode::NameTaken, &reason));
         }
     };
-    let (user_list, user_count) = core.shared.directory.page(0, core.config.user_list_limit);
+    let (user_list, user_count) = core
+        .shared
+        .directory
+        .first_page_json(core.config.user_list_limit);
     conn.reply(
         core,
         protocol::connect_response(user_id, &username, &user_list, user_count),
