@@ -34,10 +34,15 @@ pub const DEFAULT_PRESENCE_NAMES: usize = 100;
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Initial (and idle) read buffer per connection: every idle connection holds one in a pending read.
 pub const DEFAULT_READ_BUFFER_BYTES: usize = 512;
-/// Submission-queue entries per core's ring; the completion queue gets `RING_CQ_FACTOR` times more.
-pub const DEFAULT_RING_ENTRIES: u32 = 4096;
-/// Completion-queue size as a multiple of the submission queue: every idle connection holds a read.
-pub const RING_CQ_FACTOR: u32 = 16;
+/// Submission-queue entries per core's ring. tokio-uring hands queued operations to the kernel only
+/// when the thread parks or the queue is full, and a loaded core seldom parks: a small queue bounds
+/// how long a write waits before the kernel sees it.
+pub const DEFAULT_RING_ENTRIES: u32 = 256;
+/// The kernel's limits on ring sizes (IORING_MAX_ENTRIES, IORING_MAX_CQ_ENTRIES).
+pub const MAX_RING_ENTRIES: u32 = 32768;
+/// Completion-queue entries per core: the kernel's maximum, since every idle connection holds a
+/// pending read and every busy one a write as well (1 MiB per core).
+pub const RING_CQ_ENTRIES: u32 = 2 * MAX_RING_ENTRIES;
 /// A connection that has not logged in by then is closed: slowloris costs a socket for this long.
 pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Silence after which the server pings; two more silent intervals and the connection is closed.
@@ -173,7 +178,8 @@ struct Cli {
     /// Read buffer per connection while idle; it grows for a large frame and shrinks back.
     #[arg(long, env = "URING_CHAT_READ_BUFFER_BYTES", default_value_t = DEFAULT_READ_BUFFER_BYTES)]
     read_buffer_bytes: usize,
-    /// io_uring submission-queue entries per core (the completion queue is 16 times larger).
+    /// io_uring submission-queue entries per core; also how many operations wait at most before the
+    /// kernel sees them (the completion queue has 65536 entries).
     #[arg(long, env = "URING_CHAT_RING_ENTRIES", default_value_t = DEFAULT_RING_ENTRIES)]
     ring_entries: u32,
     /// Close connections that have not logged in within this time (slowloris).
@@ -360,8 +366,13 @@ impl Config {
         if self.max_outbound_bytes < self.max_frame_bytes {
             return Err("--max-outbound-bytes must be at least --max-frame-bytes".into());
         }
-        if self.max_connections == 0 || self.user_list_limit == 0 || self.ring_entries < 8 {
-            return Err("--max-connections and --user-list-limit must be positive, --ring-entries at least 8".into());
+        if !(8..=MAX_RING_ENTRIES).contains(&self.ring_entries) {
+            return Err(format!(
+                "--ring-entries must be 8..={MAX_RING_ENTRIES} (the kernel's limit)"
+            ));
+        }
+        if self.max_connections == 0 || self.user_list_limit == 0 {
+            return Err("--max-connections and --user-list-limit must be positive".into());
         }
         if self.presence_interval.is_zero()
             || self.login_timeout.is_zero()

@@ -1,11 +1,11 @@
-//! One client socket: its reader task, its writer, and how it closes.
+//! One client socket: its reader task, its outbound queue, and how it closes.
 //!
 //! tokio-uring cannot cancel an operation by dropping its future (../shared/notes/tokio-uring.md), so
 //! no read or write here ever sits in a `select!` or a timeout. Each connection has exactly one reader
-//! task, which holds the only pending read, and at most one writer task, spawned when frames are
-//! queued for an idle socket and ended when its queue is empty, so an idle connection costs one task
+//! task, which holds the only pending read; its writes are driven by the core's writer
+//! ([`crate::writer`]), one `writev` in flight at a time. An idle connection therefore costs one task
 //! and one small read buffer. Closing is always `shutdown(2)` on the socket, which completes whatever
-//! read or write is pending, so both tasks end on their own; the fd closes when the last `Rc` goes.
+//! read or write is pending, so everything ends on its own; the fd closes when the last `Rc` goes.
 
 use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, Shutdown};
@@ -134,7 +134,7 @@ impl Connection {
             .borrow_mut()
             .push(frame, core.config.max_outbound_bytes);
         match pushed {
-            Ok(()) => self.wake_writer(),
+            Ok(()) => self.wake_writer(core),
             Err(Overflow) => {
                 tracing::debug!(conn = self.id, "slow consumer cut off");
                 self.out.borrow_mut().clear();
@@ -164,7 +164,7 @@ impl Connection {
             self.close_how.set(Shutdown::Both);
         }
         self.out.borrow_mut().push_unbounded(OutFrame::new(last));
-        self.wake_writer();
+        self.wake_writer(core);
         let weak: Weak<Connection> = Rc::downgrade(self);
         let grace: Duration = core.config.drain_timeout;
         tokio_uring::spawn(async move {
@@ -182,44 +182,54 @@ impl Connection {
         let _ = self.stream.shutdown(Shutdown::Both);
     }
 
-    fn wake_writer(self: &Rc<Self>) {
+    fn wake_writer(self: &Rc<Self>, core: &Core) {
         if !self.writing.replace(true) {
-            tokio_uring::spawn(write_loop(self.clone()));
+            core.writers.schedule(self.clone());
         }
     }
-}
 
-/// Writes everything queued, one `writev` in flight, until the queue is empty.
-async fn write_loop(conn: Rc<Connection>) {
-    let mut batch = Vec::new();
-    loop {
-        {
-            let mut out = conn.out.borrow_mut();
-            if out.is_empty() {
-                out.release_memory();
-                conn.writing.set(false);
-                if conn.closing.get() {
-                    // Everything owed has been written: send FIN (and, if lingering, let the reader
-                    // wait for the peer's).
-                    let _ = conn.stream.shutdown(conn.close_how.get());
-                }
-                return;
+    pub(crate) fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// The frames for the next `writev`, or `None` when the queue is empty: the writer then stops
+    /// until more is queued, and a closing connection is shut down (FIN after the last byte).
+    pub(crate) fn next_batch(&self) -> Option<Vec<OutFrame>> {
+        let mut out = self.out.borrow_mut();
+        if out.is_empty() {
+            out.release_memory();
+            self.writing.set(false);
+            if self.closing.get() {
+                let _ = self.stream.shutdown(self.close_how.get());
             }
-            out.take_batch(&mut batch);
+            return None;
         }
-        let (result, returned) = conn.stream.writev(batch).await;
-        batch = returned;
-        let mut out = conn.out.borrow_mut();
+        let mut batch = Vec::new();
+        out.take_batch(&mut batch);
+        Some(batch)
+    }
+
+    /// Accounts for a finished `writev` and returns the next batch, if any. A failed write means
+    /// the peer is gone: what is queued is dropped and the socket shut down.
+    pub(crate) fn batch_written(
+        &self,
+        result: std::io::Result<usize>,
+        mut batch: Vec<OutFrame>,
+    ) -> Option<Vec<OutFrame>> {
         match result {
-            Ok(written) => out.complete_batch(&mut batch, written),
+            Ok(written) => {
+                self.out.borrow_mut().complete_batch(&mut batch, written);
+                self.next_batch()
+            }
             Err(error) => {
-                tracing::debug!(conn = conn.id, %error, "write failed");
+                tracing::debug!(conn = self.id, %error, "write failed");
+                let mut out = self.out.borrow_mut();
                 out.complete_batch(&mut batch, 0);
                 out.clear();
-                conn.writing.set(false);
                 drop(out);
-                conn.shutdown_now();
-                return;
+                self.writing.set(false);
+                self.shutdown_now();
+                None
             }
         }
     }

@@ -30,6 +30,7 @@ use crate::protocol::{self, ErrorCode};
 use crate::router::{CoreMsg, Inbox, Router};
 use crate::session;
 use crate::user_id::UserId;
+use crate::writer::Writers;
 
 /// First pause after a failed accept (EMFILE and the like); it doubles up to the maximum.
 pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -69,6 +70,7 @@ pub struct Core {
     pub shared: Arc<Shared>,
     pub router: Router,
     pub presence: RefCell<PresenceBatch>,
+    pub writers: Writers,
     members: RefCell<Members>,
     connections: RefCell<HashMap<u64, Rc<Connection>>>,
     next_connection: Cell<u64>,
@@ -84,6 +86,7 @@ impl Core {
         Rc::new(Core {
             id,
             presence: RefCell::new(PresenceBatch::new(config.presence_names)),
+            writers: Writers::default(),
             config,
             shared,
             router,
@@ -261,6 +264,8 @@ pub async fn run(core: Rc<Core>, listener: TcpListener, inbox: Inbox) {
     tokio_uring::spawn(accept_loop(core.clone(), listener.clone()));
     let flusher = core.clone();
     tokio_uring::spawn(async move { flusher.router.run_flusher().await });
+    let writer = core.clone();
+    tokio_uring::spawn(async move { writer.writers.run().await });
     tokio_uring::spawn(presence::run_ticker(core.clone()));
     tokio_uring::spawn(guards::run_sweeper(core.clone()));
 

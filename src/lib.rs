@@ -12,6 +12,7 @@
 //! - [`protocol`]: protocol v1 frames, parsed and encoded (docs/PROTOCOL.md is the contract).
 //! - [`session`]: what each frame does: login, chat, users, ping, logout.
 //! - [`outbound`]: a connection's bounded queue of shared frames, drained in `writev` batches.
+//! - [`writer`]: one task per core that drives every connection's writes.
 //! - [`router`]: batched `flume` messages between cores.
 //! - [`presence`]: coalesced join and leave announcements.
 //! - [`guards`]: login timeout, keepalive, flood control and per-address caps.
@@ -32,3 +33,4 @@ pub mod server;
 pub mod session;
 pub mod startup;
 pub mod user_id;
+pub mod writer;

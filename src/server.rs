@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crate::config::Config;
+use crate::config::{Config, RING_CQ_ENTRIES};
 use crate::core::{self, Core, Shared};
 use crate::directory::Directory;
 use crate::guards::PerAddress;
@@ -149,10 +149,9 @@ fn run_core(
         }
     }
     let mut builder = tokio_uring::builder();
-    builder.entries(config.ring_entries).uring_builder(
-        tokio_uring::uring_builder()
-            .setup_cqsize(config.ring_entries * crate::config::RING_CQ_FACTOR),
-    );
+    builder
+        .entries(config.ring_entries)
+        .uring_builder(tokio_uring::uring_builder().setup_cqsize(RING_CQ_ENTRIES));
     let runtime =
         tokio_uring::Runtime::new(&builder).map_err(|e| startup::explain_io_uring_error(&e))?;
     runtime.block_on(async move {
