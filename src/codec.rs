@@ -88,16 +88,14 @@ impl FrameDecoder {
                 },
                 Mode::Garbage => {
                     if byte == b'\n' {
-                        self.mode = Mode::Between;
-                        self.start = self.pos;
-                        return Some(Event::Invalid);
+                        let length = self.skipped + (self.pos - 1 - self.start);
+                        return Some(self.end_bad_line(length));
                     }
                 }
                 Mode::Object => {
                     if byte == b'\n' {
-                        self.mode = Mode::Between;
-                        self.start = self.pos;
-                        return Some(Event::Invalid);
+                        let length = self.pos - 1 - self.start;
+                        return Some(self.end_bad_line(length));
                     }
                     if self.in_string {
                         if self.escaped {
@@ -140,6 +138,18 @@ impl FrameDecoder {
             }
         };
         (held > self.max_frame).then_some(Event::TooLarge)
+    }
+
+    /// A line that is not one object ended. It is `Invalid`, or `TooLarge` when longer than the
+    /// limit: the verdict must not depend on where the reads happened to split it.
+    fn end_bad_line(&mut self, length: u32) -> Event {
+        self.mode = Mode::Between;
+        self.start = self.pos;
+        if length > self.max_frame {
+            Event::TooLarge
+        } else {
+            Event::Invalid
+        }
     }
 
     /// Drops the bytes already decoded from the front of `buf`, keeping a partial frame.
@@ -223,5 +233,167 @@ mod tests {
         assert_eq!(frame.len(), 101);
         assert_eq!(decode(&frame, 7, 101).len(), 1);
         assert_eq!(decode(&frame, 7, 100), ["<too large>"]);
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    //! Properties of the decoder over arbitrary input split at arbitrary points.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    /// An event with the frame's bytes copied out, so runs over different buffers compare.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Owned {
+        Frame(Vec<u8>),
+        Invalid,
+        TooLarge,
+    }
+
+    /// Feeds `input` in pieces cut at `cuts` (positions, taken modulo the length), checking after
+    /// every piece that the caller never has to keep more than `max` bytes of an unfinished frame,
+    /// nor more than `max` plus the piece while decoding. Stops at the first `TooLarge`, as the
+    /// server does (it closes the connection).
+    fn decode_split(input: &[u8], cuts: &[usize], max: usize) -> Vec<Owned> {
+        let mut points: Vec<usize> = cuts.iter().map(|&c| c % (input.len() + 1)).collect();
+        points.extend([0, input.len()]);
+        points.sort_unstable();
+        points.dedup();
+        let mut decoder = FrameDecoder::new(max);
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        for piece in points.windows(2).map(|w| &input[w[0]..w[1]]) {
+            buf.extend_from_slice(piece);
+            assert!(buf.len() <= max + piece.len(), "held {} bytes", buf.len());
+            while let Some(event) = decoder.next(&buf) {
+                match event {
+                    Event::Frame(range) => {
+                        assert!(range.len() <= max, "a frame over the limit was returned");
+                        assert_eq!(buf[range.start], b'{');
+                        assert!(matches!(buf[range.end - 1], b'}' | b']'));
+                        out.push(Owned::Frame(buf[range].to_vec()));
+                    }
+                    Event::Invalid => out.push(Owned::Invalid),
+                    Event::TooLarge => {
+                        out.push(Owned::TooLarge);
+                        return out;
+                    }
+                }
+            }
+            assert!(decoder.pending() <= max, "pending {}", decoder.pending());
+            decoder.discard_consumed(&mut buf);
+            assert_eq!(
+                buf.len(),
+                decoder.pending(),
+                "only the partial frame is kept"
+            );
+        }
+        out
+    }
+
+    /// Bytes that exercise every state: braces, brackets, quotes, escapes, newlines, noise.
+    fn stream_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let interesting = prop::sample::select(vec![
+            b'{', b'}', b'[', b']', b'"', b'\\', b'\n', b'\r', b' ', b'a', b':', b',',
+        ]);
+        prop::collection::vec(prop_oneof![3 => interesting, 1 => any::<u8>()], 0..600)
+    }
+
+    /// A JSON value with strings full of the characters the decoder must not be fooled by.
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let text = "[a-z{}\\[\\]\"\\\\:,\n\r\t é€😀]{0,12}";
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            text.prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                prop::collection::btree_map(text, inner, 0..6)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn json_object() -> impl Strategy<Value = serde_json::Value> {
+        prop::collection::btree_map("[a-zA-Z\"{}]{0,8}", json_value(), 0..5)
+            .prop_map(|m| serde_json::Value::Object(m.into_iter().collect()))
+    }
+
+    /// A line longer than the limit is too large whether it arrives in one read or split inside
+    /// (found by the property below: it used to be merely invalid when it came whole).
+    #[test]
+    fn an_oversized_line_is_too_large_whatever_the_split() {
+        let mut line = vec![b'x'; 200];
+        line.push(b'\n');
+        assert_eq!(decode_split(&line, &[], 100), [Owned::TooLarge]);
+        assert_eq!(decode_split(&line, &[150], 100), [Owned::TooLarge]);
+        let mut broken = b"{\"content\":\"".to_vec();
+        broken.resize(200, b'y');
+        broken.push(b'\n');
+        assert_eq!(decode_split(&broken, &[], 100), [Owned::TooLarge]);
+        assert_eq!(decode_split(&broken, &[150], 100), [Owned::TooLarge]);
+        let short = b"{\"a\":\n".to_vec();
+        assert_eq!(decode_split(&short, &[3], 100), [Owned::Invalid]);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Arbitrary bytes split anywhere: no panic, bounded memory, and exactly the same events
+        /// as the whole stream.
+        #[test]
+        fn split_streams_decode_like_whole_streams(
+            input in stream_bytes(),
+            cuts in prop::collection::vec(any::<usize>(), 0..12),
+            max in 8usize..256,
+        ) {
+            let whole = decode_split(&input, &[], max);
+            prop_assert_eq!(decode_split(&input, &cuts, max), whole);
+        }
+
+        /// Byte-at-a-time feeding is the worst case for the bound and must agree with larger pieces
+        /// whenever no line passes the limit.
+        #[test]
+        fn lines_within_the_limit_decode_the_same_whatever_the_split(
+            input in stream_bytes(),
+            cuts in prop::collection::vec(any::<usize>(), 0..12),
+        ) {
+            let max = input.len().max(1);
+            let whole = decode_split(&input, &[], max);
+            let every_byte: Vec<usize> = (0..input.len()).collect();
+            prop_assert_eq!(&decode_split(&input, &cuts, max), &whole);
+            prop_assert_eq!(&decode_split(&input, &every_byte, max), &whole);
+            prop_assert!(!whole.contains(&Owned::TooLarge));
+        }
+
+        /// Valid JSON objects joined by "\n", "\r\n", spaces or nothing come back exactly, in order.
+        #[test]
+        fn json_objects_round_trip_with_any_separator(
+            objects in prop::collection::vec(json_object(), 0..8),
+            separators in prop::collection::vec(
+                prop::sample::select(vec!["\n", "\r\n", "", " ", "\t\r\n"]), 8),
+            cuts in prop::collection::vec(any::<usize>(), 0..12),
+        ) {
+            let mut input = Vec::new();
+            let mut expected = Vec::new();
+            for (object, separator) in objects.iter().zip(&separators) {
+                let text = serde_json::to_vec(object).unwrap();
+                input.extend_from_slice(&text);
+                input.extend_from_slice(separator.as_bytes());
+                expected.push(Owned::Frame(text));
+            }
+            let max = input.len().max(64);
+            let events = decode_split(&input, &cuts, max);
+            prop_assert_eq!(&events, &expected);
+            for (event, object) in events.iter().zip(&objects) {
+                let Owned::Frame(bytes) = event else { unreachable!() };
+                let parsed: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+                prop_assert_eq!(&parsed, object);
+            }
+        }
     }
 }

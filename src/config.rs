@@ -363,8 +363,13 @@ impl Config {
         if self.read_buffer_bytes < 64 || self.read_buffer_bytes > self.max_frame_bytes {
             return Err("--read-buffer-bytes must be between 64 and --max-frame-bytes".into());
         }
-        if self.max_outbound_bytes < self.max_frame_bytes {
-            return Err("--max-outbound-bytes must be at least --max-frame-bytes".into());
+        // One read can hold a frame limit's worth of chat, all fanned out before any write runs: a
+        // bound below twice that would cut off fast readers too.
+        let least_outbound = 2 * (self.max_frame_bytes + self.read_buffer_bytes);
+        if self.max_outbound_bytes < least_outbound {
+            return Err(format!(
+                "--max-outbound-bytes must be at least 2 x (--max-frame-bytes + --read-buffer-bytes) = {least_outbound}"
+            ));
         }
         if !(8..=MAX_RING_ENTRIES).contains(&self.ring_entries) {
             return Err(format!(

@@ -238,3 +238,55 @@ pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
     panic!("never happened: {what}");
 }
+
+impl Client {
+    /// Wraps a socket that was connected (and perhaps configured) by the test itself.
+    pub fn from_stream(stream: TcpStream) -> Client {
+        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+            user_id: String::new(),
+            username: String::new(),
+            core: usize::MAX,
+        }
+    }
+
+    /// The next frame, or `None` once the server has closed the connection (EOF or reset).
+    /// Panics on a read timeout: that is a hang, not a close.
+    pub fn try_next_frame(&mut self) -> Option<Value> {
+        let mut line = Vec::new();
+        match self.reader.read_until(b'\n', &mut line) {
+            Ok(0) => None,
+            Ok(_) => Some(serde_json::from_slice(&line).expect("the server sends JSON")),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => None,
+            Err(e) => panic!("expected a frame or a close, got {e}"),
+        }
+    }
+
+    /// Tries to log in as `name` on this connection: true on `connect_response` (and the client
+    /// takes the identity), false on an error reply or a close.
+    pub fn try_login(&mut self, name: &str) -> bool {
+        let line = serde_json::json!({"type": "connect", "content": name}).to_string() + "\n";
+        if self.writer.write_all(line.as_bytes()).is_err() {
+            return false;
+        }
+        loop {
+            let Some(frame) = self.try_next_frame() else {
+                return false;
+            };
+            match frame["type"].as_str() {
+                Some("presence") => continue,
+                Some("connect_response") => {
+                    let content = content_of(&frame);
+                    self.user_id = content["userID"].as_str().unwrap().to_string();
+                    self.username = name.to_string();
+                    self.core = content["core"].as_u64().unwrap() as usize;
+                    return true;
+                }
+                _ => return false,
+            }
+        }
+    }
+}
