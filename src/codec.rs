@@ -104,6 +104,13 @@ impl FrameDecoder {
                             self.escaped = true;
                         } else if byte == b'"' {
                             self.in_string = false;
+                        } else {
+                            // Most of a chat frame is string content: jump to the next byte that
+                            // matters instead of looking at each one.
+                            let rest = &buf[self.pos as usize..];
+                            let skip =
+                                memchr::memchr3(b'"', b'\\', b'\n', rest).unwrap_or(rest.len());
+                            self.pos += skip as u32;
                         }
                         continue;
                     }

@@ -192,9 +192,13 @@ impl Connection {
         &self.stream
     }
 
-    /// The frames for the next `writev`, or `None` when the queue is empty: the writer then stops
-    /// until more is queued, and a closing connection is shut down (FIN after the last byte).
-    pub(crate) fn next_batch(&self) -> Option<Vec<OutFrame>> {
+    /// Fills `batch` (empty) with the frames for the next `writev`. When the queue is empty it
+    /// hands `batch` back unused: the writer then stops until more is queued, and a closing
+    /// connection is shut down (FIN after the last byte).
+    pub(crate) fn next_batch(
+        &self,
+        mut batch: Vec<OutFrame>,
+    ) -> Result<Vec<OutFrame>, Vec<OutFrame>> {
         let mut out = self.out.borrow_mut();
         if out.is_empty() {
             out.release_memory();
@@ -202,36 +206,31 @@ impl Connection {
             if self.closing.get() {
                 let _ = self.stream.shutdown(self.close_how.get());
             }
-            return None;
+            return Err(batch);
         }
-        let mut batch = Vec::new();
         out.take_batch(&mut batch);
-        Some(batch)
+        Ok(batch)
     }
 
-    /// Accounts for a finished `writev` and returns the next batch, if any. A failed write means
+    /// Accounts for a finished `writev` and returns the emptied batch vector. A failed write means
     /// the peer is gone: what is queued is dropped and the socket shut down.
     pub(crate) fn batch_written(
         &self,
         result: std::io::Result<usize>,
         mut batch: Vec<OutFrame>,
-    ) -> Option<Vec<OutFrame>> {
+    ) -> Vec<OutFrame> {
+        let mut out = self.out.borrow_mut();
         match result {
-            Ok(written) => {
-                self.out.borrow_mut().complete_batch(&mut batch, written);
-                self.next_batch()
-            }
+            Ok(written) => out.complete_batch(&mut batch, written),
             Err(error) => {
                 tracing::debug!(conn = self.id, %error, "write failed");
-                let mut out = self.out.borrow_mut();
                 out.complete_batch(&mut batch, 0);
                 out.clear();
                 drop(out);
-                self.writing.set(false);
                 self.shutdown_now();
-                None
             }
         }
+        batch
     }
 }
 
@@ -244,6 +243,7 @@ impl Connection {
 pub async fn serve(core: Rc<Core>, conn: Rc<Connection>) {
     let mut buf: Vec<u8> = Vec::with_capacity(core.config.read_buffer_bytes);
     let mut decoder = FrameDecoder::new(core.config.max_frame_bytes);
+    let mut small_reads = 0u8;
     loop {
         let (len, capacity) = (buf.len(), buf.capacity());
         let (result, slice) = conn.stream.read(buf.slice(len..capacity)).await;
@@ -259,7 +259,7 @@ pub async fn serve(core: Rc<Core>, conn: Rc<Connection>) {
             // A lingering close or a drain: read to keep the peer's writes from failing, ignore it.
             session::logout(&core, &conn);
             buf.clear();
-            resize(&mut buf, &core, read, filled);
+            resize(&mut buf, &core, read, filled, &mut small_reads);
             continue;
         }
         while let Some(event) = decoder.next(&buf) {
@@ -291,7 +291,7 @@ pub async fn serve(core: Rc<Core>, conn: Rc<Connection>) {
         } else {
             decoder.discard_consumed(&mut buf);
         }
-        resize(&mut buf, &core, read, filled);
+        resize(&mut buf, &core, read, filled, &mut small_reads);
         core.router.wait_for_room().await;
     }
     session::logout(&core, &conn);
@@ -300,15 +300,27 @@ pub async fn serve(core: Rc<Core>, conn: Rc<Connection>) {
 }
 
 /// Sizes the read buffer for the next read from how much the last one brought (see [`serve`]).
-fn resize(buf: &mut Vec<u8>, core: &Core, last_read: usize, filled: bool) {
+/// A grown buffer shrinks only after `SMALL_READS_BEFORE_SHRINK` small reads in a row, so a busy
+/// sender whose reads vary does not reallocate back and forth.
+fn resize(buf: &mut Vec<u8>, core: &Core, last_read: usize, filled: bool, small_reads: &mut u8) {
     let idle = core.config.read_buffer_bytes;
     let capacity = buf.capacity();
     if filled || buf.len() == capacity {
+        *small_reads = 0;
         let target = (capacity * 2).min(core.config.max_frame_bytes + idle);
         buf.reserve_exact(target.saturating_sub(buf.len()));
     } else if capacity > idle && last_read < idle / 2 && buf.len() <= idle / 2 {
-        let mut small = Vec::with_capacity(idle);
-        small.extend_from_slice(buf);
-        *buf = small;
+        *small_reads += 1;
+        if *small_reads >= SMALL_READS_BEFORE_SHRINK {
+            *small_reads = 0;
+            let mut small = Vec::with_capacity(idle);
+            small.extend_from_slice(buf);
+            *buf = small;
+        }
+    } else {
+        *small_reads = 0;
     }
 }
+
+/// Consecutive small reads after which a grown read buffer goes back to its idle size.
+const SMALL_READS_BEFORE_SHRINK: u8 = 8;

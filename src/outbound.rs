@@ -11,6 +11,9 @@ use std::rc::Rc;
 use bytes::Bytes;
 use tokio_uring::buf::IoBuf;
 
+/// Frames' worth of queue an empty connection keeps (8 bytes each).
+const KEPT_QUEUE_CAPACITY: usize = 4;
+
 /// Most buffers in one `writev` (the kernel's IOV_MAX).
 pub const MAX_IOVECS: usize = 1024;
 
@@ -91,9 +94,11 @@ impl OutQueue {
         self.frames.is_empty()
     }
 
-    /// Gives the queue's buffer back while it is empty: idle connections are most connections.
+    /// Gives a grown buffer back once the queue is empty: idle connections are most connections.
+    /// A small one is kept, so a client receiving a message now and then does not cost an
+    /// allocation per message.
     pub fn release_memory(&mut self) {
-        if self.frames.is_empty() {
+        if self.frames.is_empty() && self.frames.capacity() > KEPT_QUEUE_CAPACITY {
             self.frames = VecDeque::new();
         }
     }

@@ -23,7 +23,13 @@ use crate::outbound::OutFrame;
 pub struct Writers {
     scheduled: RefCell<Vec<Rc<Connection>>>,
     wake: Notify,
+    /// Emptied batch vectors, reused so a write does not cost an allocation for its iovec list.
+    spare_batches: RefCell<Vec<Vec<OutFrame>>>,
 }
+
+/// Spare batch vectors kept per core, and the largest kept (in frames; 8 bytes each).
+const SPARE_BATCHES: usize = 1024;
+const SPARE_BATCH_CAPACITY: usize = 64;
 
 impl Writers {
     /// Asks for a write on `conn`, which has frames queued and no write in flight.
@@ -41,18 +47,35 @@ impl Writers {
         loop {
             let scheduled = std::mem::take(&mut *self.scheduled.borrow_mut());
             for conn in scheduled {
-                if let Some(batch) = conn.next_batch() {
-                    in_flight.push(write(conn, batch));
+                match conn.next_batch(self.spare_batch()) {
+                    Ok(batch) => in_flight.push(write(conn, batch)),
+                    Err(unused) => self.recycle(unused),
                 }
             }
             tokio::select! {
                 Some((conn, result, batch)) = in_flight.next(), if !in_flight.is_empty() => {
-                    if let Some(batch) = conn.batch_written(result, batch) {
-                        in_flight.push(write(conn, batch));
+                    let emptied = conn.batch_written(result, batch);
+                    match conn.next_batch(emptied) {
+                        Ok(batch) => in_flight.push(write(conn, batch)),
+                        Err(unused) => self.recycle(unused),
                     }
                 }
                 _ = self.wake.notified() => {}
             }
+        }
+    }
+}
+
+impl Writers {
+    fn spare_batch(&self) -> Vec<OutFrame> {
+        self.spare_batches.borrow_mut().pop().unwrap_or_default()
+    }
+
+    /// Keeps an emptied batch vector for the next write, unless the pool is full or it grew large.
+    fn recycle(&self, batch: Vec<OutFrame>) {
+        let mut spare = self.spare_batches.borrow_mut();
+        if spare.len() < SPARE_BATCHES && batch.capacity() <= SPARE_BATCH_CAPACITY {
+            spare.push(batch);
         }
     }
 }
