@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""RSS per idle logged-in connection of a running uring-chat server.
+
+Usage: scripts/idle-rss.py PORT CONNECTIONS SERVER_PID
+
+Opens CONNECTIONS/2 idle connections, logs them in, waits for presence traffic to settle, reads the
+server's VmRSS, then does the same again. The second step's slope excludes one-off costs (rings
+touched for the first time, maps growing) from the per-connection figure. Start the server fresh:
+`target/release/uring-chat --cores 2 --port PORT --log-level warn &`.
+"""
+import json
+import socket
+import sys
+import time
+
+port, n, pid = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+socks = []
+
+
+def rss_kib():
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1])
+    raise SystemExit("no VmRSS: is the server running?")
+
+
+def add(count):
+    new = []
+    for _ in range(count):
+        s = socket.create_connection(("127.0.0.1", port))
+        name = f"idle{len(socks) + len(new)}"
+        s.sendall(json.dumps({"type": "connect", "content": name}).encode() + b"\n")
+        new.append(s)
+    for s in new:
+        s.settimeout(5)
+        buf = b""
+        while b"connect_response" not in buf:
+            buf += s.recv(65536)
+    socks.extend(new)
+    time.sleep(1.0)
+    # Read what presence sent, so nothing stays queued in the server for these clients.
+    for s in socks:
+        s.setblocking(False)
+        try:
+            while s.recv(1 << 20):
+                pass
+        except BlockingIOError:
+            pass
+    time.sleep(0.3)
+
+
+base = rss_kib()
+add(n // 2)
+first = rss_kib()
+add(n // 2)
+second = rss_kib()
+print(f"baseline {base} KiB; {n // 2} connections {first} KiB; {n} connections {second} KiB")
+print(f"first half {(first - base) * 1024 / (n // 2):.0f} B/connection; "
+      f"second half (slope) {(second - first) * 1024 / (n // 2):.0f} B/connection")
