@@ -4,30 +4,11 @@
 
 mod common;
 
-use clap::Parser;
 use loadgen::Options;
 use std::process::Command;
 
 fn opts(port: u16, extra: &[&str]) -> Options {
-    let port = port.to_string();
-    let mut args = vec![
-        "loadgen",
-        "--port",
-        &port,
-        "--clients",
-        "50",
-        "--threads",
-        "2",
-        "--rate",
-        "50",
-        "--duration",
-        "1s",
-        "--warmup",
-        "200ms",
-        "--quiet",
-    ];
-    args.extend_from_slice(extra);
-    Options::try_parse_from(args).unwrap()
+    common::small_run(port, extra)
 }
 
 #[test]

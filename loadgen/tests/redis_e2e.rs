@@ -3,7 +3,6 @@
 
 mod common;
 
-use clap::Parser;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -56,27 +55,9 @@ fn start_redis() -> Option<(Redis, u16)> {
 }
 
 fn run(port: u16, extra: &[&str]) -> loadgen::Report {
-    let port = port.to_string();
-    let mut args = vec![
-        "loadgen",
-        "--protocol",
-        "redis",
-        "--port",
-        &port,
-        "--clients",
-        "50",
-        "--threads",
-        "2",
-        "--rate",
-        "50",
-        "--duration",
-        "1s",
-        "--warmup",
-        "200ms",
-        "--quiet",
-    ];
-    args.extend_from_slice(extra);
-    loadgen::run(&loadgen::Options::try_parse_from(args).unwrap()).expect("loadgen run")
+    let mut flags = vec!["--protocol", "redis"];
+    flags.extend_from_slice(extra);
+    loadgen::run(&common::small_run(port, &flags)).expect("loadgen run")
 }
 
 #[test]

@@ -4,9 +4,6 @@
 
 mod common;
 
-use clap::Parser;
-use loadgen::Options;
-
 fn start_server() -> uring_chat::server::Server {
     let config = uring_chat::config::Config {
         host: "127.0.0.1".into(),
@@ -18,25 +15,7 @@ fn start_server() -> uring_chat::server::Server {
 }
 
 fn run(port: u16, extra: &[&str]) -> loadgen::Report {
-    let port = port.to_string();
-    let mut args = vec![
-        "loadgen",
-        "--port",
-        &port,
-        "--clients",
-        "50",
-        "--threads",
-        "2",
-        "--rate",
-        "50",
-        "--duration",
-        "1s",
-        "--warmup",
-        "200ms",
-        "--quiet",
-    ];
-    args.extend_from_slice(extra);
-    loadgen::run(&Options::try_parse_from(args).unwrap()).expect("loadgen run")
+    loadgen::run(&common::small_run(port, extra)).expect("loadgen run")
 }
 
 #[test]

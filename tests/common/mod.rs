@@ -83,16 +83,7 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-        stream.set_nodelay(true).unwrap();
-        Client {
-            reader: BufReader::new(stream.try_clone().unwrap()),
-            writer: stream,
-            user_id: String::new(),
-            username: String::new(),
-            core: usize::MAX,
-        }
+        Client::from_stream(TcpStream::connect(addr).expect("connect"))
     }
 
     /// Connects and logs in; panics unless the reply is a connect_response.

@@ -124,3 +124,27 @@ pub fn schema_property_names(schema: &Value) -> Vec<String> {
     out.dedup();
     out
 }
+
+/// Options for a small, short end-to-end run (50 clients, 50 msg/s for 1 s) against `port`, with
+/// `extra` flags appended (later flags win).
+pub fn small_run(port: u16, extra: &[&str]) -> loadgen::Options {
+    let port = port.to_string();
+    let mut args = vec![
+        "loadgen",
+        "--port",
+        &port,
+        "--clients",
+        "50",
+        "--threads",
+        "2",
+        "--rate",
+        "50",
+        "--duration",
+        "1s",
+        "--warmup",
+        "200ms",
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    <loadgen::Options as clap::Parser>::try_parse_from(args).unwrap()
+}
