@@ -281,3 +281,29 @@ impl Client {
         }
     }
 }
+
+/// Tests that measure the whole process (RSS) or depend on prompt scheduling run alone; the rest
+/// of a test binary shares the machine.
+static GATE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+pub fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    GATE.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub fn alone() -> std::sync::RwLockWriteGuard<'static, ()> {
+    GATE.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A broadcast chat frame.
+pub fn chat(content: &str) -> String {
+    serde_json::json!({"type": "chat", "content": content}).to_string()
+}
+
+/// Users logged in server-wide, as a `users` page reports it.
+pub fn user_count(client: &mut Client) -> u64 {
+    client.send(r#"{"type":"users","content":"0"}"#);
+    let reply = client.next_reply();
+    assert_eq!(reply["type"], "user_list_update", "{reply}");
+    content_of(&reply)["userCount"].as_u64().unwrap()
+}
