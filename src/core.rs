@@ -291,6 +291,14 @@ pub async fn run(core: Rc<Core>, listener: TcpListener, inbox: Inbox) {
         core.wait_for_connections(tokio::time::Instant::now() + CLOSE_WAIT)
             .await;
     }
+    let (writes, frames) = core.writers.totals();
+    let per_write = frames as f64 / writes.max(1) as f64;
+    tracing::info!(
+        core = core.id,
+        writes,
+        frames,
+        "stopped; {per_write:.1} frames per write"
+    );
     // The `Drained` promise (and anything before it) must reach the other cores before this one ends.
     core.router.settle().await;
 }
