@@ -68,9 +68,7 @@ impl Writers {
             }
         }
     }
-}
 
-impl Writers {
     /// (`writev` calls, frames written) since the core started.
     pub fn totals(&self) -> (u64, u64) {
         (self.writes.get(), self.frames.get())
