@@ -1,6 +1,7 @@
 //! The latency percentile spectrum as SVG, in the HdrHistogram style: the x axis is
 //! log10(1 / (1 - percentile)), so 0%, 90%, 99%, 99.9%... are equally spaced and the tail gets the
-//! room; y is latency. Written by hand (about 150 lines) rather than through plotters: no extra
+//! room; y is latency, also on a log scale (decades), so runs that differ a thousandfold stay
+//! readable on one chart. Written by hand (about 150 lines) rather than through plotters: no extra
 //! dependency, and the output is small and deterministic.
 
 use std::fmt::Write;
@@ -16,11 +17,12 @@ pub struct Series {
 const W: f64 = 960.0;
 const H: f64 = 540.0;
 const LEFT: f64 = 80.0;
-const RIGHT: f64 = 30.0;
+const RIGHT: f64 = 56.0;
 const TOP: f64 = 50.0;
 const BOTTOM: f64 = 60.0;
-const COLORS: [&str; 8] = [
+const COLORS: [&str; 12] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+    "#bcbd22", "#7f7f7f", "#393b79", "#ad494a",
 ];
 
 /// x of a percentile: log10(1/(1-p)), with 100% capped at `cap`.
@@ -43,27 +45,28 @@ pub fn render(title: &str, series: &[Series]) -> String {
         .map(|p| x_of(p[0], f64::INFINITY))
         .fold(0.0f64, f64::max);
     let decades = (finite_max.ceil() + 1.0).clamp(3.0, 9.0);
-    let y_max_us = series
-        .iter()
-        .flat_map(|s| s.points.iter())
-        .map(|p| p[1])
-        .fold(0.0f64, f64::max)
-        .max(1.0);
-    let (y_unit, y_div) = if y_max_us >= 1000.0 {
-        ("ms", 1000.0)
-    } else {
-        ("µs", 1.0)
+    let latencies = || {
+        series
+            .iter()
+            .flat_map(|s| s.points.iter())
+            .map(|p| p[1].max(1.0))
     };
-    let y_top = nice_ceiling(y_max_us / y_div * 1.05);
+    let y_max_us = latencies().fold(1.0f64, f64::max);
+    let y_min_us = latencies().fold(y_max_us, f64::min);
+    // Whole decades of microseconds, at least one.
+    let lo = y_min_us.log10().floor();
+    let hi = y_max_us.log10().ceil().max(lo + 1.0);
     let pw = W - LEFT - RIGHT;
     let ph = H - TOP - BOTTOM;
     let px = |x: f64| LEFT + x / decades * pw;
-    let py = |us: f64| TOP + ph - (us / y_div) / y_top * ph;
+    let py = |us: f64| TOP + ph - (us.max(1.0).log10() - lo) / (hi - lo) * ph;
 
+    // The legend goes below the chart, one row per series, so it never hides a line.
+    let total_h = H + 20.0 * series.len() as f64 + 10.0;
     let mut s = String::new();
     let _ = writeln!(
         s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="13">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{total_h}" viewBox="0 0 {W} {total_h}" font-family="sans-serif" font-size="13">"#
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
@@ -87,10 +90,10 @@ pub fn render(title: &str, series: &[Series]) -> String {
             percentile_label(d)
         );
     }
-    // y ticks
-    for i in 0..=5 {
-        let v = y_top * i as f64 / 5.0;
-        let y = TOP + ph - ph * i as f64 / 5.0;
+    // y ticks, one per decade
+    for d in (lo as i32)..=(hi as i32) {
+        let us = 10f64.powi(d);
+        let y = py(us);
         let _ = writeln!(
             s,
             r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/>"##,
@@ -101,7 +104,7 @@ pub fn render(title: &str, series: &[Series]) -> String {
             r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
             LEFT - 8.0,
             y + 4.0,
-            trim(v)
+            duration_label(us)
         );
     }
     let _ = writeln!(
@@ -116,7 +119,7 @@ pub fn render(title: &str, series: &[Series]) -> String {
     );
     let _ = writeln!(
         s,
-        r#"<text transform="translate(20,{:.1}) rotate(-90)" text-anchor="middle">latency ({y_unit})</text>"#,
+        r#"<text transform="translate(20,{:.1}) rotate(-90)" text-anchor="middle">latency (log scale)</text>"#,
         TOP + ph / 2.0
     );
     for (i, ser) in series.iter().enumerate() {
@@ -136,8 +139,11 @@ pub fn render(title: &str, series: &[Series]) -> String {
             r#"<path d="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
             path.trim_end()
         );
-        let ly = TOP + 20.0 + 20.0 * i as f64;
-        let lx = LEFT + 16.0;
+    }
+    for (i, ser) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let ly = H + 10.0 + 20.0 * i as f64;
+        let lx = LEFT;
         let _ = writeln!(
             s,
             r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="3"/>"#,
@@ -161,26 +167,23 @@ pub fn write(path: &Path, title: &str, series: &[Series]) -> std::io::Result<()>
 }
 
 /// "0%", "90%", "99%", "99.9%", ...
+/// `1 µs`, `10 ms`, `1 s`... for a power of ten of microseconds.
+fn duration_label(us: f64) -> String {
+    if us >= 1e6 {
+        format!("{} s", trim(us / 1e6))
+    } else if us >= 1e3 {
+        format!("{} ms", trim(us / 1e3))
+    } else {
+        format!("{} µs", trim(us))
+    }
+}
+
 fn percentile_label(decade: u32) -> String {
     match decade {
         0 => "0%".into(),
         1 => "90%".into(),
         d => format!("99.{}%", "9".repeat(d as usize - 2)).replace("99.%", "99%"),
     }
-}
-
-/// The smallest 1, 2 or 5 times a power of ten at or above `v`.
-fn nice_ceiling(v: f64) -> f64 {
-    if v <= 0.0 {
-        return 1.0;
-    }
-    let p = 10f64.powf(v.log10().floor());
-    for m in [1.0, 2.0, 5.0, 10.0] {
-        if m * p >= v {
-            return m * p;
-        }
-    }
-    10.0 * p
 }
 
 fn trim(v: f64) -> String {
