@@ -217,15 +217,20 @@ struct FileConfig {
     listen_backlog: Option<u32>,
     max_connections: Option<usize>,
     user_list_limit: Option<usize>,
-    presence_interval: Option<String>,
-    presence_count_interval: Option<String>,
+    #[serde(default, deserialize_with = "duration_field")]
+    presence_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "duration_field")]
+    presence_count_interval: Option<Duration>,
     presence_limit: Option<usize>,
     presence_names: Option<usize>,
-    drain_timeout: Option<String>,
+    #[serde(default, deserialize_with = "duration_field")]
+    drain_timeout: Option<Duration>,
     read_buffer_bytes: Option<usize>,
     ring_entries: Option<u32>,
-    login_timeout: Option<String>,
-    ping_interval: Option<String>,
+    #[serde(default, deserialize_with = "duration_field")]
+    login_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration_field")]
+    ping_interval: Option<Duration>,
     max_connections_per_ip: Option<usize>,
     rate_limit: Option<u32>,
     rate_limit_burst: Option<u32>,
@@ -286,51 +291,24 @@ impl Config {
             presence_interval: layers.pick(
                 "presence_interval",
                 cli.presence_interval,
-                file.presence_interval
-                    .as_deref()
-                    .map(parse_duration)
-                    .transpose()?,
+                file.presence_interval,
             ),
             presence_count_interval: layers.pick(
                 "presence_count_interval",
                 cli.presence_count_interval,
-                file.presence_count_interval
-                    .as_deref()
-                    .map(parse_duration)
-                    .transpose()?,
+                file.presence_count_interval,
             ),
             presence_limit: layers.pick("presence_limit", cli.presence_limit, file.presence_limit),
             presence_names: layers.pick("presence_names", cli.presence_names, file.presence_names),
-            drain_timeout: layers.pick(
-                "drain_timeout",
-                cli.drain_timeout,
-                file.drain_timeout
-                    .as_deref()
-                    .map(parse_duration)
-                    .transpose()?,
-            ),
+            drain_timeout: layers.pick("drain_timeout", cli.drain_timeout, file.drain_timeout),
             read_buffer_bytes: layers.pick(
                 "read_buffer_bytes",
                 cli.read_buffer_bytes,
                 file.read_buffer_bytes,
             ),
             ring_entries: layers.pick("ring_entries", cli.ring_entries, file.ring_entries),
-            login_timeout: layers.pick(
-                "login_timeout",
-                cli.login_timeout,
-                file.login_timeout
-                    .as_deref()
-                    .map(parse_duration)
-                    .transpose()?,
-            ),
-            ping_interval: layers.pick(
-                "ping_interval",
-                cli.ping_interval,
-                file.ping_interval
-                    .as_deref()
-                    .map(parse_duration)
-                    .transpose()?,
-            ),
+            login_timeout: layers.pick("login_timeout", cli.login_timeout, file.login_timeout),
+            ping_interval: layers.pick("ping_interval", cli.ping_interval, file.ping_interval),
             max_connections_per_ip: layers.pick(
                 "max_connections_per_ip",
                 cli.max_connections_per_ip,
@@ -463,6 +441,15 @@ fn read_file(path: &Path) -> Result<FileConfig, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read --config {}: {e}", path.display()))?;
     toml::from_str(&text).map_err(|e| format!("bad --config {}: {e}", path.display()))
+}
+
+/// A duration in the `--config` file, written as on the command line (`"250ms"`, `"5s"`).
+fn duration_field<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    let text: Option<String> = Option::deserialize(deserializer)?;
+    text.map(|text| parse_duration(&text).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 /// Parses `250ms`, `5s`, `2m` or a bare number of seconds.
