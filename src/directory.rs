@@ -32,6 +32,21 @@ struct Users {
     first_page: Option<FirstPage>,
 }
 
+impl Users {
+    /// Up to `limit` users in login order starting at `offset`.
+    fn entries(&self, offset: usize, limit: usize) -> Vec<UserEntry> {
+        self.by_login
+            .values()
+            .skip(offset)
+            .take(limit)
+            .map(|(id, name)| UserEntry {
+                user_id: id.to_string(),
+                username: name.to_string(),
+            })
+            .collect()
+    }
+}
+
 /// The JSON of the first page of users, which every login sends: it changes only when a user on it
 /// leaves, or someone joins while it is not full, so it is built once, not once per login.
 struct FirstPage {
@@ -117,17 +132,7 @@ impl Directory {
     /// Up to `limit` users in login order starting at `offset`, and the total count.
     pub fn page(&self, offset: usize, limit: usize) -> (Vec<UserEntry>, usize) {
         let users = self.lock();
-        let page = users
-            .by_login
-            .values()
-            .skip(offset)
-            .take(limit)
-            .map(|(id, name)| UserEntry {
-                user_id: id.to_string(),
-                username: name.to_string(),
-            })
-            .collect();
-        (page, users.by_login.len())
+        (users.entries(offset, limit), users.by_login.len())
     }
 
     /// The first `limit` users as JSON, and the total count; cached between changes to that page.
@@ -137,15 +142,7 @@ impl Directory {
         if let Some(page) = users.first_page.as_ref().filter(|page| page.limit == limit) {
             return (page.json.clone(), count);
         }
-        let entries: Vec<UserEntry> = users
-            .by_login
-            .values()
-            .take(limit)
-            .map(|(id, name)| UserEntry {
-                user_id: id.to_string(),
-                username: name.to_string(),
-            })
-            .collect();
+        let entries = users.entries(0, limit);
         let last = if entries.len() < limit {
             u64::MAX
         } else {
