@@ -107,11 +107,12 @@ impl Connection {
         self.pinged.set(true);
     }
 
-    /// Flood control for one inbound frame.
+    /// Flood control for one inbound frame, timed by the read that brought it (frames of one read
+    /// arrived together, and the clock is not read again per frame).
     pub fn take_token(&self, core: &Core) -> Verdict {
         let mut bucket = self.bucket.get();
         let verdict = bucket.take(
-            core.now_ms(),
+            self.last_heard_ms.get(),
             core.config.rate_limit,
             core.config.rate_limit_burst,
         );
