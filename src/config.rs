@@ -43,6 +43,9 @@ pub const MAX_RING_ENTRIES: u32 = 32768;
 /// Completion-queue entries per core: the kernel's maximum, since every idle connection holds a
 /// pending read and every busy one a write as well (1 MiB per core).
 pub const RING_CQ_ENTRIES: u32 = 2 * MAX_RING_ENTRIES;
+/// A writer turn with writes for at least this many connections (a broadcast's fan-out) sends them
+/// inline with nonblocking `sendmsg`; smaller turns go through io_uring. See `writer.rs` for why.
+pub const DEFAULT_INLINE_SEND_MIN: usize = 1024;
 /// A connection that has not logged in by then is closed: slowloris costs a socket for this long.
 pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Silence after which the server pings; two more silent intervals and the connection is closed.
@@ -82,6 +85,7 @@ pub struct Config {
     pub drain_timeout: Duration,
     pub read_buffer_bytes: usize,
     pub ring_entries: u32,
+    pub inline_send_min: usize,
     pub login_timeout: Duration,
     pub ping_interval: Duration,
     pub max_connections_per_ip: usize,
@@ -109,6 +113,7 @@ impl Default for Config {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             read_buffer_bytes: DEFAULT_READ_BUFFER_BYTES,
             ring_entries: DEFAULT_RING_ENTRIES,
+            inline_send_min: DEFAULT_INLINE_SEND_MIN,
             login_timeout: DEFAULT_LOGIN_TIMEOUT,
             ping_interval: DEFAULT_PING_INTERVAL,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
@@ -182,6 +187,10 @@ struct Cli {
     /// kernel sees them (the completion queue has 65536 entries).
     #[arg(long, env = "URING_CHAT_RING_ENTRIES", default_value_t = DEFAULT_RING_ENTRIES)]
     ring_entries: u32,
+    /// A fan-out to at least this many connections on a core is sent inline with nonblocking
+    /// sendmsg; smaller writer turns (direct messages) go through io_uring.
+    #[arg(long, env = "URING_CHAT_INLINE_SEND_MIN", default_value_t = DEFAULT_INLINE_SEND_MIN)]
+    inline_send_min: usize,
     /// Close connections that have not logged in within this time (slowloris).
     #[arg(long, env = "URING_CHAT_LOGIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     login_timeout: Duration,
@@ -227,6 +236,7 @@ struct FileConfig {
     drain_timeout: Option<Duration>,
     read_buffer_bytes: Option<usize>,
     ring_entries: Option<u32>,
+    inline_send_min: Option<usize>,
     #[serde(default, deserialize_with = "duration_field")]
     login_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "duration_field")]
@@ -307,6 +317,11 @@ impl Config {
                 file.read_buffer_bytes,
             ),
             ring_entries: layers.pick("ring_entries", cli.ring_entries, file.ring_entries),
+            inline_send_min: layers.pick(
+                "inline_send_min",
+                cli.inline_send_min,
+                file.inline_send_min,
+            ),
             login_timeout: layers.pick("login_timeout", cli.login_timeout, file.login_timeout),
             ping_interval: layers.pick("ping_interval", cli.ping_interval, file.ping_interval),
             max_connections_per_ip: layers.pick(

@@ -86,7 +86,7 @@ impl Core {
         Rc::new(Core {
             id,
             presence: RefCell::new(PresenceBatch::new(config.presence_names)),
-            writers: Writers::default(),
+            writers: Writers::new(config.inline_send_min),
             config,
             shared,
             router,

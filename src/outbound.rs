@@ -34,6 +34,10 @@ impl OutFrame {
         self.0.is_empty()
     }
 
+    pub fn as_ptr(&self) -> *const u8 {
+        self.0.as_ptr()
+    }
+
     /// The unwritten rest of a frame after a short write.
     fn tail(&self, from: usize) -> OutFrame {
         OutFrame::new(self.0.slice(from..))

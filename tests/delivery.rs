@@ -5,17 +5,33 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{content_of, eventually, Client, TestServer};
 use serde_json::json;
+use uring_chat::config::DEFAULT_INLINE_SEND_MIN;
 
 const CORES: usize = 2;
 
 /// Broadcasts reach every other user exactly once, in per-sender order, across both cores.
 #[test]
 fn broadcast_reaches_every_other_user_once_in_order_across_cores() {
-    let server = TestServer::start_with(|c| c.rate_limit = 0);
+    broadcast_in_order(DEFAULT_INLINE_SEND_MIN);
+}
+
+/// The same when every write is sent inline (as a fan-out to thousands of connections is).
+#[test]
+fn broadcast_sent_inline_reaches_every_other_user_once_in_order() {
+    broadcast_in_order(1);
+}
+
+fn broadcast_in_order(inline_send_min: usize) {
+    let server = TestServer::start_with(|c| {
+        c.rate_limit = 0;
+        c.inline_send_min = inline_send_min;
+    });
     let mut clients = server.login_on_every_core("user", CORES, 2);
     let senders: Vec<usize> = (0..CORES)
         .map(|core| clients.iter().position(|c| c.core == core).unwrap())
@@ -180,7 +196,18 @@ fn oversized_frame_is_refused_and_others_are_unharmed() {
 /// A client that never reads is cut off as a slow consumer; a fast client receives every message.
 #[test]
 fn slow_consumer_is_cut_off_and_others_receive_everything() {
+    slow_consumer_is_cut_off(DEFAULT_INLINE_SEND_MIN);
+}
+
+/// The same with inline sends, where the full socket's rest is handed to io_uring.
+#[test]
+fn slow_consumer_is_cut_off_when_sends_are_inline() {
+    slow_consumer_is_cut_off(1);
+}
+
+fn slow_consumer_is_cut_off(inline_send_min: usize) {
     let server = TestServer::start_with(|c| {
+        c.inline_send_min = inline_send_min;
         c.max_outbound_bytes = 256 * 1024;
         c.rate_limit = 0;
         c.drain_timeout = Duration::from_secs(30);
@@ -190,9 +217,17 @@ fn slow_consumer_is_cut_off_and_others_receive_everything() {
     let mut fast = server.login("fast");
     const MESSAGES: usize = 20_000;
     let payload = "x".repeat(1000);
+    // The publisher stays at most WINDOW messages ahead of the fast client, so the fast client never
+    // owes the bound however slowly this test thread parses, while the slow one falls behind.
+    const WINDOW: usize = 64;
+    let received = Arc::new(AtomicUsize::new(0));
     let mut writer = sender.writer_clone();
+    let progress = received.clone();
     let publish = std::thread::spawn(move || {
         for seq in 0..MESSAGES {
+            while seq >= progress.load(Ordering::Acquire) + WINDOW {
+                std::thread::sleep(Duration::from_micros(100));
+            }
             let line =
                 json!({"type": "chat", "content": format!("{seq}:{payload}")}).to_string() + "\n";
             writer.write_all(line.as_bytes()).unwrap();
@@ -203,8 +238,10 @@ fn slow_consumer_is_cut_off_and_others_receive_everything() {
         let content = frame["content"].as_str().unwrap();
         assert!(
             content.starts_with(&format!("{seq}:")),
-            "message {seq} arrives in order"
+            "message {seq} arrives in order, got {}",
+            &content[..content.len().min(40)]
         );
+        received.store(seq + 1, Ordering::Release);
     }
     publish.join().unwrap();
     let frames = slow.expect_closed();
