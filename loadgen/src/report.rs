@@ -23,6 +23,7 @@ pub struct Report {
     pub rate: f64,
     pub duration_s: f64,
     pub warmup_s: f64,
+    pub send_tick_ms: f64,
     pub connect: ConnectReport,
     pub messages_sent: u64,
     pub messages_failed: u64,
@@ -180,8 +181,8 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "rate {} msg/s for {:.1} s after {:.1} s warmup",
-            self.rate, self.duration_s, self.warmup_s
+            "rate {} msg/s for {:.1} s after {:.1} s warmup, sender tick {} ms",
+            self.rate, self.duration_s, self.warmup_s, self.send_tick_ms
         );
         let _ = writeln!(
             s,

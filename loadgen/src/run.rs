@@ -308,6 +308,7 @@ impl<'a> Session<'a> {
             recipients,
             clock,
             seed: clock_seed(),
+            tick: o.send_tick,
         })?;
         session.cpu_clocks.push(sender.cpu_clock);
         session.sender = Some(sender);

@@ -74,6 +74,7 @@ pub(crate) fn build(
         rate: d.rate,
         duration_s,
         warmup_s: o.warmup.as_secs_f64(),
+        send_tick_ms: o.send_tick.as_secs_f64() * 1e3,
         connect: connect.clone(),
         messages_sent: d.sent.sent_measured,
         messages_failed: d.sent.failed,
