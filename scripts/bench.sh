@@ -176,7 +176,7 @@ find_max_limit() { echo $((90 + 12 * (WARMUP + DURATION + 8))); }
 # The matrix for one protocol (see docs/BENCHMARKS.md).
 run_matrix() {
     local p=$1 clients rate
-    local broadcast_clients=(1000 10000) broadcast_rates=(10 100 1000)
+    local broadcast_clients=(1000 10000) broadcast_rates=(10 100 500 1000)
     local find_max_clients=10000 direct_clients=10000 direct_senders=10
     local direct_rates=(20000 50000 100000) find_max_steps=4
     if [[ $QUICK == 1 ]]; then
