@@ -44,8 +44,10 @@ pub const MAX_RING_ENTRIES: u32 = 32768;
 /// pending read and every busy one a write as well (1 MiB per core).
 pub const RING_CQ_ENTRIES: u32 = 2 * MAX_RING_ENTRIES;
 /// A writer turn with writes for at least this many connections (a broadcast's fan-out) sends them
-/// inline with nonblocking `sendmsg`; smaller turns go through io_uring. See `writer.rs` for why.
-pub const DEFAULT_INLINE_SEND_MIN: usize = 1024;
+/// inline with nonblocking `sendmsg`; smaller turns go through io_uring. As many as the default
+/// submission queue holds: a bigger turn would go to the kernel in several queue-full chunks, with
+/// reads waiting behind them. See `writer.rs` for the measurements.
+pub const DEFAULT_INLINE_SEND_MIN: usize = 256;
 /// A connection that has not logged in by then is closed: slowloris costs a socket for this long.
 pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Silence after which the server pings; two more silent intervals and the connection is closed.
