@@ -12,6 +12,10 @@ pub struct Series {
     pub label: String,
     /// [percentile 0-100, latency µs] points, as in the report's `spectrum`.
     pub points: Vec<[f64; 2]>,
+    /// Index into the palette: runs of one scenario against different servers share a colour.
+    pub colour: usize,
+    /// Drawn dashed: the comparison server (Redis) against solid uring-chat.
+    pub dashed: bool,
 }
 
 const W: f64 = 960.0;
@@ -122,8 +126,9 @@ pub fn render(title: &str, series: &[Series]) -> String {
         r#"<text transform="translate(20,{:.1}) rotate(-90)" text-anchor="middle">latency (log scale)</text>"#,
         TOP + ph / 2.0
     );
-    for (i, ser) in series.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
+    for ser in series {
+        let color = COLORS[ser.colour % COLORS.len()];
+        let dash = dash_attr(ser.dashed);
         let mut path = String::new();
         for (j, p) in ser.points.iter().enumerate() {
             let _ = write!(
@@ -136,17 +141,18 @@ pub fn render(title: &str, series: &[Series]) -> String {
         }
         let _ = writeln!(
             s,
-            r#"<path d="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
+            r#"<path d="{}" fill="none" stroke="{color}" stroke-width="2"{dash}/>"#,
             path.trim_end()
         );
     }
     for (i, ser) in series.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
+        let color = COLORS[ser.colour % COLORS.len()];
+        let dash = dash_attr(ser.dashed);
         let ly = H + 10.0 + 20.0 * i as f64;
         let lx = LEFT;
         let _ = writeln!(
             s,
-            r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="3"/>"#,
+            r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="3"{dash}/>"#,
             lx + 24.0
         );
         let _ = writeln!(
@@ -198,9 +204,20 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+fn dash_attr(dashed: bool) -> &'static str {
+    if dashed {
+        r#" stroke-dasharray="7 4""#
+    } else {
+        ""
+    }
+}
+
 /// Loads the `spectrum` of saved JSON reports, one series each, labelled by file stem and rate.
+/// Reports of one scenario (file names that differ only in their `redis-`/`uring-chat-` prefix)
+/// share a colour, and Redis runs are dashed, so each pair reads as one comparison.
 pub fn load_reports(paths: &[std::path::PathBuf]) -> Result<Vec<Series>, String> {
     let mut out = Vec::new();
+    let mut scenarios: Vec<String> = Vec::new();
     for p in paths {
         let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
         let v: serde_json::Value =
@@ -216,13 +233,30 @@ pub fn load_reports(paths: &[std::path::PathBuf]) -> Result<Vec<Series>, String>
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let label = match (v.get("protocol"), v.get("rate")) {
-            (Some(proto), Some(rate)) => {
-                format!("{stem} ({} {} msg/s)", proto.as_str().unwrap_or(""), rate)
-            }
-            _ => stem,
+        let protocol = v.get("protocol").and_then(|p| p.as_str()).unwrap_or("");
+        let label = match v.get("rate") {
+            Some(rate) if !protocol.is_empty() => format!("{stem} ({protocol} {rate} msg/s)"),
+            _ => stem.clone(),
         };
-        out.push(Series { label, points });
+        let scenario = stem
+            .strip_prefix(&format!("{protocol}-"))
+            .unwrap_or(&stem)
+            .to_string();
+        let colour = match scenarios.iter().position(|s| *s == scenario) {
+            Some(i) => i,
+            None => {
+                scenarios.push(scenario);
+                scenarios.len() - 1
+            }
+        };
+        out.push(Series {
+            label,
+            points,
+            colour,
+            dashed: protocol == "redis",
+        });
     }
+    // The legend lists each scenario's runs together.
+    out.sort_by_key(|series| (series.colour, series.dashed));
     Ok(out)
 }

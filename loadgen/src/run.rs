@@ -41,6 +41,8 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
         let series = [crate::plot::Series {
             label: format!("{} msg/s", report.rate),
             points: report.spectrum.clone(),
+            colour: 0,
+            dashed: false,
         }];
         crate::plot::write(path, &title, &series)?;
     }

@@ -380,10 +380,20 @@ fn spectrum_and_plot() {
 
     let svg = loadgen::plot::render(
         "t <&>",
-        &[loadgen::plot::Series {
-            label: "a".into(),
-            points: sp,
-        }],
+        &[
+            loadgen::plot::Series {
+                label: "a".into(),
+                points: sp.clone(),
+                colour: 0,
+                dashed: false,
+            },
+            loadgen::plot::Series {
+                label: "b".into(),
+                points: sp,
+                colour: 0,
+                dashed: true,
+            },
+        ],
     );
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
     for tick in ["0%", "90%", "99%", "99.9%", "99.99%"] {
@@ -391,4 +401,9 @@ fn spectrum_and_plot() {
     }
     assert!(svg.contains("t &lt;&amp;&gt;"));
     assert!(svg.contains("<path d=\"M"));
+    assert_eq!(
+        svg.matches("stroke-dasharray").count(),
+        2,
+        "the dashed series' line and its legend entry"
+    );
 }
