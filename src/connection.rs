@@ -3,7 +3,7 @@
 //! tokio-uring cannot cancel an operation by dropping its future (../shared/notes/tokio-uring.md), so
 //! no read or write here ever sits in a `select!` or a timeout. Each connection has exactly one reader
 //! task, which holds the only pending read; its writes are driven by the core's writer
-//! ([`crate::writer`]), one `writev` in flight at a time. An idle connection therefore costs one task
+//! ([`crate::writer`]), one write in progress at a time. An idle connection therefore costs one task
 //! and one small read buffer. Closing is always `shutdown(2)` on the socket, which completes whatever
 //! read or write is pending, so everything ends on its own; the fd closes when the last `Rc` goes.
 

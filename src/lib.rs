@@ -11,8 +11,9 @@
 //! - [`codec`]: splits the inbound byte stream into frames (newline, CRLF or back to back).
 //! - [`protocol`]: protocol v1 frames, parsed and encoded (docs/PROTOCOL.md is the contract).
 //! - [`session`]: what each frame does: login, chat, users, ping, logout.
-//! - [`outbound`]: a connection's bounded queue of shared frames, drained in `writev` batches.
-//! - [`writer`]: one task per core that drives every connection's writes.
+//! - [`outbound`]: a connection's bounded queue of shared frames, drained in batches (one write each).
+//! - [`writer`]: one task per core that drives every connection's writes: a fan-out inline with
+//!   `sendmsg`, the rest through io_uring.
 //! - [`router`]: batched `flume` messages between cores.
 //! - [`presence`]: coalesced join and leave announcements.
 //! - [`guards`]: login timeout, keepalive, flood control and per-address caps.

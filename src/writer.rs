@@ -4,13 +4,13 @@
 //! runs after the tasks that queued the frames, so everything queued in that turn leaves together,
 //! one write per connection carrying all of its queue. How the writes go out depends on the turn:
 //!
-//! - A fan-out pass (a broadcast reaching thousands of connections) is sent inline, with one
-//!   nonblocking `sendmsg` per connection, yielding to the core's other tasks every
-//!   `SENDS_PER_TURN`. Through io_uring the same pass is submitted in queue-full chunks, and
+//! - A fan-out pass (a turn reaching at least `--inline-send-min` connections, as a broadcast does)
+//!   is sent inline, with one nonblocking `sendmsg` per connection, yielding to the core's other
+//!   tasks every `SENDS_PER_TURN`. Through io_uring the same pass is submitted in queue-full chunks, and
 //!   tokio-uring reaps their completions only when the ring's fd is reported readable, which under
 //!   load happened about once per pass: a sender's next message then waited in its socket for the
 //!   whole pass (traced with the io_uring tracepoints; see docs/ARCHITECTURE.md). Inline, the
-//!   ring carries only reads, and broadcast p50 at 1 million deliveries/s fell from ~190 to ~105 ms.
+//!   ring carries only reads, and broadcast p50 at 1 million deliveries/s fell from ~190 to ~110 ms.
 //! - Smaller turns (direct messages) go through io_uring as one `writev` per connection.
 //! - Whatever finds its socket full goes through io_uring too: the `writev` waits in the kernel for
 //!   room, and the connection's next writes follow through io_uring until its queue is empty.
