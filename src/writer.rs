@@ -93,19 +93,15 @@ impl Writers {
                     if (started + 1) % SENDS_PER_TURN == 0 {
                         tokio::task::yield_now().await;
                     }
-                } else {
-                    match conn.next_batch(self.spare_batch()) {
-                        Ok(batch) => in_flight.push(self.write(conn, batch)),
-                        Err(unused) => self.recycle(unused),
-                    }
+                } else if let Some(batch) = self.take_batch(&conn, self.spare_batch()) {
+                    in_flight.push(self.write(conn, batch));
                 }
             }
             tokio::select! {
                 Some((conn, result, batch)) = in_flight.next(), if !in_flight.is_empty() => {
                     let emptied = conn.batch_written(result, batch);
-                    match conn.next_batch(emptied) {
-                        Ok(batch) => in_flight.push(self.write(conn, batch)),
-                        Err(unused) => self.recycle(unused),
+                    if let Some(batch) = self.take_batch(&conn, emptied) {
+                        in_flight.push(self.write(conn, batch));
                     }
                 }
                 _ = self.wake.notified() => {}
@@ -122,13 +118,7 @@ impl Writers {
     /// full, returns the batch still to send, for io_uring to write once there is room.
     fn send_now(&self, conn: &Connection) -> Option<Vec<OutFrame>> {
         loop {
-            let batch = match conn.next_batch(self.spare_batch()) {
-                Ok(batch) => batch,
-                Err(unused) => {
-                    self.recycle(unused);
-                    return None;
-                }
-            };
+            let batch = self.take_batch(conn, self.spare_batch())?;
             let bytes: usize = batch.iter().map(OutFrame::len).sum();
             let sent = self.send_batch(conn.stream().as_raw_fd(), &batch);
             match sent {
@@ -170,6 +160,18 @@ impl Writers {
             let error = io::Error::last_os_error();
             if error.kind() != io::ErrorKind::Interrupted {
                 return Err(error);
+            }
+        }
+    }
+
+    /// Fills `vector` with `conn`'s next batch. When the queue is empty there is nothing to write,
+    /// and the vector goes back to the pool.
+    fn take_batch(&self, conn: &Connection, vector: Vec<OutFrame>) -> Option<Vec<OutFrame>> {
+        match conn.next_batch(vector) {
+            Ok(batch) => Some(batch),
+            Err(unused) => {
+                self.recycle(unused);
+                None
             }
         }
     }
