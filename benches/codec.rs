@@ -11,9 +11,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use uring_chat::codec::{Event, FrameDecoder};
-use uring_chat::protocol::{self, parse_request};
-use uring_chat::user_id::UserId;
+use uring_chat::chat::protocol::{self, parse_request};
+use uring_chat::chat::user_id::UserId;
+use uring_chat::net::codec::{Event, FrameDecoder};
 
 /// Frames in the decoded stream.
 const FRAMES: usize = 1000;

@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use uring_chat::chat::protocol::{self, parse_request};
+use uring_chat::chat::user_id::UserId;
 use uring_chat::config::DEFAULT_MAX_OUTBOUND_BYTES;
-use uring_chat::outbound::{OutFrame, OutQueue};
-use uring_chat::protocol::{self, parse_request};
-use uring_chat::user_id::UserId;
+use uring_chat::net::outbound::{OutFrame, OutQueue};
 
 const QUEUES: usize = 10_000;
 

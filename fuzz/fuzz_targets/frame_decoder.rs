@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use uring_chat::codec::{Event, FrameDecoder};
+use uring_chat::net::codec::{Event, FrameDecoder};
 
 #[derive(Debug, PartialEq, Eq)]
 enum Owned {

@@ -4,48 +4,38 @@
 //! Messages for another core are collected in a per-destination batch while this core works through
 //! its ready tasks, and a flusher task sends each batch with one channel send once those tasks have
 //! run. Waking a sleeping core costs microseconds, so it is paid once per batch, never per message.
-//! A broadcast crosses to each other core once, as one shared `Bytes`.
+//! The router is generic over what it carries; the chat layer defines its messages
+//! (`chat::ShardMsg`). Between two cores, messages arrive in the order they were sent: the
+//! room and drain guarantees rest on that.
 
 use std::cell::{Cell, RefCell};
 
-use bytes::Bytes;
 use tokio::sync::Notify;
-
-use crate::user_id::UserId;
 
 /// Messages queued for other cores, above which readers stop reading until the flusher catches up.
 pub const CROSS_CORE_BACKLOG: usize = 64 * 1024;
 /// Batches a core's inbox holds before senders wait.
 pub const INBOX_BATCHES: usize = 1024;
 
-/// What one core tells another.
+/// What arrives in a core's inbox: a message of the layer above, or one of the two drain signals.
 #[derive(Debug)]
-pub enum CoreMsg {
-    /// A frame for every logged-in user of the receiving core.
-    Broadcast(Bytes),
-    /// A chat frame for one user of the receiving core, sent by `from`.
-    Direct {
-        to: UserId,
-        from: UserId,
-        frame: Bytes,
-    },
-    /// The direct message `from` sent to `recipient` found nobody; tell `from`.
-    NotFound { from: UserId, recipient: UserId },
+pub enum Mail<M> {
+    Message(M),
     /// From the server handle: stop taking input and begin the drain.
     Shutdown,
     /// From a draining core: it will send nothing more.
     Drained,
 }
 
-pub type Batch = Vec<CoreMsg>;
-pub type Inbox = flume::Receiver<Batch>;
-pub type Outbox = flume::Sender<Batch>;
+pub type Batch<M> = Vec<Mail<M>>;
+pub type Inbox<M> = flume::Receiver<Batch<M>>;
+pub type Outbox<M> = flume::Sender<Batch<M>>;
 
 /// One core's end of the cross-core channels.
-pub struct Router {
+pub struct Router<M> {
     me: usize,
-    peers: Vec<Outbox>,
-    pending: RefCell<Vec<Batch>>,
+    peers: Vec<Outbox<M>>,
+    pending: RefCell<Vec<Batch<M>>>,
     queued: Cell<usize>,
     /// Set once this core has said `Drained`: it promised to send nothing more.
     closed: Cell<bool>,
@@ -54,9 +44,9 @@ pub struct Router {
     room: Notify,
 }
 
-impl Router {
+impl<M> Router<M> {
     /// `peers[i]` is core i's inbox (this core's own included, unused).
-    pub fn new(me: usize, peers: Vec<Outbox>) -> Router {
+    pub fn new(me: usize, peers: Vec<Outbox<M>>) -> Router<M> {
         let pending = peers.iter().map(|_| Vec::new()).collect();
         Router {
             me,
@@ -74,30 +64,46 @@ impl Router {
         self.peers.len()
     }
 
+    /// This core's index.
+    pub fn me(&self) -> usize {
+        self.me
+    }
+
     /// Queues `msg` for `core`; it leaves with the next flush.
-    pub fn send(&self, core: usize, msg: CoreMsg) {
+    pub fn send(&self, core: usize, msg: M) {
+        self.post(core, Mail::Message(msg));
+    }
+
+    /// Queues one message for every other core.
+    pub fn send_to_others(&self, mut make: impl FnMut() -> M) {
+        for core in self.others() {
+            self.send(core, make());
+        }
+    }
+
+    /// Promises every other core that this one will send nothing more, after what it already
+    /// queued, and stops sending.
+    pub fn drain(&self) {
+        for core in self.others() {
+            self.post(core, Mail::Drained);
+        }
+        self.closed.set(true);
+    }
+
+    fn others(&self) -> impl Iterator<Item = usize> {
+        let me = self.me;
+        (0..self.peers.len()).filter(move |&core| core != me)
+    }
+
+    fn post(&self, core: usize, mail: Mail<M>) {
         debug_assert_ne!(core, self.me, "a core does not message itself");
         if self.closed.get() {
             return;
         }
-        self.pending.borrow_mut()[core].push(msg);
+        self.pending.borrow_mut()[core].push(mail);
         if self.queued.replace(self.queued.get() + 1) == 0 {
             self.flush_wanted.notify_one();
         }
-    }
-
-    /// Queues one message for every other core.
-    pub fn send_to_others(&self, mut make: impl FnMut() -> CoreMsg) {
-        for core in 0..self.peers.len() {
-            if core != self.me {
-                self.send(core, make());
-            }
-        }
-    }
-
-    /// Drops whatever is sent from now on; what is already queued still leaves.
-    pub fn close(&self) {
-        self.closed.set(true);
     }
 
     /// True when readers should pause: other cores are not keeping up.
@@ -129,7 +135,7 @@ impl Router {
 
     /// Hands every pending batch to its core's inbox, waiting where an inbox is full.
     async fn flush(&self) {
-        let batches: Vec<(usize, Batch)> = {
+        let batches: Vec<(usize, Batch<M>)> = {
             let mut pending = self.pending.borrow_mut();
             pending
                 .iter_mut()

@@ -6,13 +6,10 @@
 //! `--presence-limit` users). Presence traffic per user is then at most one small frame per core per
 //! interval, whatever the churn.
 
-use std::rc::Rc;
-
 use bytes::Bytes;
 
-use crate::core::Core;
-use crate::protocol::{self, PresenceDocument, UserEntry};
-use crate::user_id::UserId;
+use crate::chat::protocol::{self, PresenceDocument, UserEntry};
+use crate::chat::user_id::UserId;
 
 /// One core's joins and leaves since its last presence frame.
 #[derive(Default, Debug)]
@@ -46,9 +43,14 @@ impl PresenceBatch {
         }
     }
 
+    /// True when nobody joined or left since the last frame.
+    pub fn is_empty(&self) -> bool {
+        self.joined_count == 0 && self.left_count == 0
+    }
+
     /// The frame for what changed, if anything did, and a fresh start.
     pub fn take_frame(&mut self, user_count: usize, name_limit: usize) -> Option<Bytes> {
-        if self.joined_count == 0 && self.left_count == 0 {
+        if self.is_empty() {
             return None;
         }
         let named = user_count <= name_limit;
@@ -68,37 +70,6 @@ fn entry(user_id: UserId, username: &str) -> UserEntry {
     UserEntry {
         user_id: user_id.to_string(),
         username: username.to_string(),
-    }
-}
-
-/// Sends the core's presence frame every interval while the core takes input; counts-only frames
-/// (above `--presence-limit` users) only every `--presence-count-interval`.
-pub async fn run_ticker(core: Rc<Core>) {
-    let mut interval = tokio::time::interval(core.config.presence_interval);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_sent = tokio::time::Instant::now();
-    loop {
-        interval.tick().await;
-        if !core.takes_input() {
-            return;
-        }
-        let pending = core.presence.borrow().joined_count + core.presence.borrow().left_count;
-        if pending == 0 {
-            continue;
-        }
-        let user_count = core.shared.directory.len();
-        let counts_only = user_count > core.config.presence_limit;
-        if counts_only && last_sent.elapsed() < core.config.presence_count_interval {
-            continue;
-        }
-        last_sent = tokio::time::Instant::now();
-        let frame = core
-            .presence
-            .borrow_mut()
-            .take_frame(user_count, core.config.presence_limit);
-        if let Some(frame) = frame {
-            core.broadcast(frame, None);
-        }
     }
 }
 

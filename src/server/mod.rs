@@ -1,25 +1,37 @@
-//! Starting and stopping the whole server: core threads, their channels, and signals.
+//! The top layer: threads, start-up, the accept loop, the reader task, timeouts.
 //!
-//! [`Server::start`] does the checks, binds one listener per core and spawns the cores; the handle
-//! it returns is what tests drive (port 0, then `local_addr`). [`run`] is what the binary does:
-//! start, wait for SIGINT or SIGTERM, drain, and exit.
+//! - [`Server::start`] does the checks, binds one listener per core and spawns the cores; the handle
+//!   it returns is what tests drive (port 0, then `local_addr`). [`run`] is what the binary does:
+//!   start, wait for SIGINT or SIGTERM, drain, and exit.
+//! - [`core`]: one core's listener, connections, inbox loop and drain.
+//! - [`reader`]: the task per connection that reads, frames, and hands frames to its session.
+//! - [`sweeper`]: login timeout and keepalive.
+//! - [`startup`]: the checks that turn a missing io_uring, a busy port or a low fd limit into advice.
+
+pub mod core;
+pub mod reader;
+pub mod startup;
+pub mod sweeper;
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use self::core::Core;
+use crate::chat::directory::Directory;
+use crate::chat::protocol::{self, ErrorCode};
+use crate::chat::{Shard, ShardMsg};
 use crate::config::{Config, RING_CQ_ENTRIES};
-use crate::core::{self, Core, Shared};
-use crate::directory::Directory;
-use crate::guards::PerAddress;
-use crate::router::{CoreMsg, Outbox, Router, INBOX_BATCHES};
-use crate::startup;
+use crate::hub::router::INBOX_BATCHES;
+use crate::hub::{Inbox, Mail, Outbox, Router};
+use crate::net::guards::Admission;
+use crate::net::writer::Writers;
+use crate::net::{SocketLimits, Sockets};
 
 /// A running server.
 pub struct Server {
     local_addr: SocketAddr,
-    inboxes: Vec<Outbox>,
+    inboxes: Vec<Outbox<ShardMsg>>,
     threads: Vec<JoinHandle<()>>,
     exits: flume::Receiver<CoreExit>,
 }
@@ -61,12 +73,13 @@ impl Server {
                 "more cores than CPUs: some CPUs run two cores"
             );
         }
-        let shared = Arc::new(Shared {
-            directory: Directory::default(),
-            connections: AtomicUsize::new(0),
-            max_connections: config.max_connections,
-            per_address: PerAddress::default(),
-        });
+        let shared = Shared {
+            directory: Arc::new(Directory::default()),
+            admission: Arc::new(Admission::new(
+                config.max_connections,
+                config.max_connections_per_ip,
+            )),
+        };
         let config = Arc::new(config);
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..config.cores)
             .map(|_| flume::bounded(INBOX_BATCHES))
@@ -109,7 +122,7 @@ impl Server {
     /// Begins a graceful stop: no new input, SERVER_SHUTDOWN to every client, flush, close.
     pub fn shutdown(&self) {
         for inbox in &self.inboxes {
-            let _ = inbox.send(vec![CoreMsg::Shutdown]);
+            let _ = inbox.send(vec![Mail::Shutdown]);
         }
     }
 
@@ -134,14 +147,21 @@ impl Server {
     }
 }
 
+/// What the cores share: nothing of it is touched per message.
+#[derive(Clone)]
+struct Shared {
+    directory: Arc<Directory>,
+    admission: Arc<Admission>,
+}
+
 fn run_core(
     id: usize,
     cpu: Option<usize>,
     config: Arc<Config>,
-    shared: Arc<Shared>,
-    peers: Vec<Outbox>,
+    shared: Shared,
+    peers: Vec<Outbox<ShardMsg>>,
     listener: std::net::TcpListener,
-    inbox: flume::Receiver<Vec<CoreMsg>>,
+    inbox: Inbox<ShardMsg>,
 ) -> Result<(), String> {
     if let Some(cpu) = cpu {
         if let Err(error) = startup::pin_current_thread(cpu) {
@@ -156,8 +176,22 @@ fn run_core(
         tokio_uring::Runtime::new(&builder).map_err(|e| startup::explain_io_uring_error(&e))?;
     runtime.block_on(async move {
         let listener = tokio_uring::net::TcpListener::from_std(listener);
-        let core = Core::new(id, config, shared, Router::new(id, peers));
-        core::run(core, listener, inbox).await;
+        let sockets = Sockets::new(
+            Writers::new(config.inline_send_min),
+            SocketLimits {
+                max_outbound_bytes: config.max_outbound_bytes,
+                drain_timeout: config.drain_timeout,
+                rate_limit: config.rate_limit,
+                rate_limit_burst: config.rate_limit_burst,
+            },
+            shared.admission,
+            protocol::error(
+                ErrorCode::SlowConsumer,
+                "you did not read fast enough: your outbound queue passed its bound",
+            ),
+        );
+        let shard = Shard::new(id, config.clone(), shared.directory, Router::new(id, peers));
+        core::run(Core::new(config, shard, sockets), listener, inbox).await;
     });
     Ok(())
 }

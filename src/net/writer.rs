@@ -26,8 +26,8 @@ use std::rc::Rc;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::Notify;
 
-use crate::connection::Connection;
-use crate::outbound::OutFrame;
+use crate::net::connection::Connection;
+use crate::net::outbound::OutFrame;
 
 /// Connections waiting for their queue to be sent.
 pub struct Writers {

@@ -11,7 +11,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::user_id::UserId;
+use crate::chat::user_id::UserId;
 
 /// The `senderID` of frames the server makes itself.
 pub const SERVER_SENDER: &str = "server";
@@ -176,6 +176,11 @@ pub fn error(code: ErrorCode, reason: &str) -> Bytes {
         Some(code),
         std::str::from_utf8(&token).expect("JSON is UTF-8"),
     )
+}
+
+/// The server's keepalive ping.
+pub fn ping() -> Bytes {
+    Bytes::from_static(b"{\"type\":\"ping\",\"senderID\":\"server\",\"content\":\"\"}\n")
 }
 
 pub fn pong(content: JsonString<'_>) -> Bytes {

@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use crate::protocol::{self, UserEntry};
-use crate::user_id::UserId;
+use crate::chat::protocol::{self, UserEntry};
+use crate::chat::user_id::UserId;
 
 /// Longest username, in characters.
 pub const MAX_USERNAME_CHARS: usize = 32;

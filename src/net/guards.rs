@@ -1,19 +1,13 @@
-//! Defences against clients that never log in, go silent, flood, or crowd in from one address.
+//! Per-connection defences: flood control, and the caps on connections server-wide and per address.
 //!
-//! All of them are off the message path or cost a few arithmetic operations on it: the token bucket
-//! is a `Cell` in the connection, the per-address count is locked at accept and close only, and one
-//! sweeper task per core looks at every connection a few times per interval for the timeouts.
+//! Both are off the message path or cost a few arithmetic operations on it: the token bucket is a
+//! `Cell` in the connection, and the counts are touched at accept and close only. (The timeouts,
+//! login and keepalive, are swept by the server layer, which knows what logging in means.)
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
-
-use bytes::Bytes;
-
-use crate::core::Core;
-use crate::protocol::ErrorCode;
 
 /// What the token bucket says about one inbound frame.
 #[derive(Debug, PartialEq, Eq)]
@@ -95,41 +89,55 @@ impl PerAddress {
     }
 }
 
-/// The server's keepalive ping.
-fn ping_frame() -> Bytes {
-    Bytes::from_static(b"{\"type\":\"ping\",\"senderID\":\"server\",\"content\":\"\"}\n")
+/// Server-wide connection counts, for `--max-connections` and `--max-connections-per-ip`.
+pub struct Admission {
+    open: AtomicUsize,
+    max_connections: usize,
+    /// Connections per client address; 0 is no cap.
+    per_ip_cap: usize,
+    per_address: PerAddress,
 }
 
-/// Closes connections that did not log in within `--login-timeout`, pings connections silent for
-/// `--ping-interval`, and closes those still silent two intervals after the ping.
-pub async fn run_sweeper(core: Rc<Core>) {
-    let login_timeout = core.config.login_timeout.as_millis() as u64;
-    let ping_interval = core.config.ping_interval.as_millis() as u64;
-    let tick =
-        Duration::from_millis(login_timeout.min(ping_interval) / 4).max(Duration::from_millis(10));
-    let mut interval = tokio::time::interval(tick);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        interval.tick().await;
-        if !core.takes_input() {
-            return;
+/// Why a new connection may not stay.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The server holds `--max-connections`.
+    Full(usize),
+    /// The peer's address holds `--max-connections-per-ip`.
+    AddressFull(usize),
+}
+
+impl Admission {
+    pub fn new(max_connections: usize, per_ip_cap: usize) -> Admission {
+        Admission {
+            open: AtomicUsize::new(0),
+            max_connections,
+            per_ip_cap,
+            per_address: PerAddress::default(),
         }
-        let now = core.now_ms();
-        for conn in core.connections_snapshot() {
-            let silent = now.saturating_sub(conn.last_heard_ms());
-            if !conn.is_logged_in() && now.saturating_sub(conn.accepted_ms()) >= login_timeout {
-                conn.fail(
-                    &core,
-                    ErrorCode::LoginTimeout,
-                    "log in within the login timeout",
-                );
-            } else if silent >= 3 * ping_interval {
-                tracing::debug!(conn = conn.id, "no answer to ping: closing");
-                conn.shutdown_now();
-            } else if silent >= ping_interval && !conn.was_pinged() {
-                conn.mark_pinged();
-                conn.reply(&core, ping_frame());
-            }
+    }
+
+    /// Counts a new connection from `ip`, and says whether it may stay. It is counted either way,
+    /// so a refused one still gets its error frame; [`Admission::release`] with the returned
+    /// address (set when the per-address count was taken) undoes it when the connection is dropped.
+    pub fn admit(&self, ip: IpAddr) -> (Option<IpAddr>, Result<(), Refusal>) {
+        let open = self.open.fetch_add(1, Ordering::Relaxed) + 1;
+        let counted = self.per_ip_cap == 0 || self.per_address.try_acquire(ip, self.per_ip_cap);
+        let counted_ip = (self.per_ip_cap > 0 && counted).then_some(ip);
+        let verdict = if open > self.max_connections {
+            Err(Refusal::Full(self.max_connections))
+        } else if !counted {
+            Err(Refusal::AddressFull(self.per_ip_cap))
+        } else {
+            Ok(())
+        };
+        (counted_ip, verdict)
+    }
+
+    pub fn release(&self, counted_ip: Option<IpAddr>) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        if let Some(ip) = counted_ip {
+            self.per_address.release(ip);
         }
     }
 }

@@ -1,0 +1,19 @@
+//! What frames mean: the protocol, sessions, users, presence. Uses [`crate::hub`] to fan out and
+//! [`crate::net`] to reach sockets; knows nothing of threads, listeners or the accept loop.
+//!
+//! - [`protocol`]: protocol frames, parsed and encoded (docs/PROTOCOL.md is the contract).
+//! - [`session`]: what each inbound frame does: login, chat, users, ping, logout.
+//! - [`shard`]: one core's share of the chat: its users, broadcast and direct delivery, and the
+//!   messages cores send each other.
+//! - [`presence`]: coalesced join and leave announcements.
+//! - [`directory`]: the server-wide set of unique usernames.
+//! - [`user_id`]: userIDs, which name the core that owns the user.
+
+pub mod directory;
+pub mod presence;
+pub mod protocol;
+pub mod session;
+pub mod shard;
+pub mod user_id;
+
+pub use shard::{Shard, ShardMsg};

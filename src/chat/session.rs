@@ -1,0 +1,169 @@
+//! What each inbound frame does: login, chat, user pages, ping, logout.
+//!
+//! Runs on the connection's own core. The session itself belongs to the connection's reader task,
+//! which hands it in with every frame. Everything here is single-threaded except the directory,
+//! which is touched at login, logout and `users` only.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::chat::directory::{NameError, Registration};
+use crate::chat::protocol::{self, ErrorCode, JsonString, Request};
+use crate::chat::shard::{self, Shard};
+use crate::chat::user_id::UserId;
+use crate::net::guards::Verdict;
+use crate::net::Connection;
+
+/// A logged-in user.
+#[derive(Debug)]
+pub struct Session {
+    pub user_id: UserId,
+    /// Shared with the directory: one copy of the name per user.
+    pub username: Arc<str>,
+    registration: Registration,
+}
+
+/// Acts on one frame from `conn`, whose logged-in user (if any) is `session`.
+pub fn handle_frame(
+    shard: &Shard,
+    conn: &Rc<Connection>,
+    session: &mut Option<Session>,
+    frame: &[u8],
+) {
+    match conn.take_token() {
+        Verdict::Allowed => {}
+        Verdict::Limited => {
+            let reason = format!(
+                "slow down: at most {} frames per second",
+                shard.config.rate_limit
+            );
+            return conn.reply(protocol::error(ErrorCode::RateLimited, &reason));
+        }
+        Verdict::Disconnect => {
+            let reason = "you kept flooding after being rate limited";
+            return conn.finish(protocol::error(ErrorCode::RateLimited, reason));
+        }
+    }
+    let request = match protocol::parse_request(frame) {
+        Ok(request) => request,
+        Err(reason) => return conn.reply(protocol::error(ErrorCode::InvalidMessage, &reason)),
+    };
+    match request.kind.as_ref() {
+        "connect" => login(shard, conn, session, request.content),
+        "ping" => conn.reply(protocol::pong(request.content)),
+        "pong" => {}
+        "disconnect" => disconnect(shard, conn, session),
+        kind @ ("chat" | "users") => match session.as_ref() {
+            None => not_connected(conn),
+            Some(session) if kind == "chat" => chat(shard, conn, session, &request),
+            Some(session) => users(shard, conn, session, request.content),
+        },
+        other => {
+            let reason = format!(
+                "unknown type `{}`",
+                other.chars().take(64).collect::<String>()
+            );
+            conn.reply(protocol::error(ErrorCode::UnknownType, &reason));
+        }
+    }
+}
+
+fn not_connected(conn: &Rc<Connection>) {
+    let reason = "log in first with {\"type\":\"connect\",\"content\":\"<name>\"}";
+    conn.reply(protocol::error(ErrorCode::NotConnected, reason));
+}
+
+fn login(
+    shard: &Shard,
+    conn: &Rc<Connection>,
+    session: &mut Option<Session>,
+    content: JsonString<'_>,
+) {
+    if session.is_some() {
+        let reason = "this connection is already logged in";
+        return conn.reply(protocol::error(ErrorCode::AlreadyConnected, reason));
+    }
+    let username: Arc<str> = content.decode().into();
+    let user_id = UserId::new(shard.id);
+    let registration = match shard.directory.register(username.clone(), user_id) {
+        Ok(registration) => registration,
+        Err(NameError::Invalid(reason)) => {
+            return conn.reply(protocol::error(ErrorCode::InvalidUsername, reason));
+        }
+        Err(NameError::Taken) => {
+            let reason = format!("the name `{username}` is taken");
+            return conn.reply(protocol::error(ErrorCode::NameTaken, &reason));
+        }
+    };
+    let (user_list, user_count) = shard
+        .directory
+        .first_page_json(shard.config.user_list_limit);
+    conn.reply(protocol::connect_response(
+        user_id, &username, &user_list, user_count,
+    ));
+    tracing::debug!(conn = conn.id, %user_id, %username, "logged in");
+    shard.add_member(conn, user_id, &username);
+    conn.set_identified(true);
+    *session = Some(Session {
+        user_id,
+        username,
+        registration,
+    });
+}
+
+fn chat(shard: &Shard, conn: &Rc<Connection>, session: &Session, request: &Request<'_>) {
+    if request.recipient_id.is_empty() {
+        let frame = protocol::chat(session.user_id, &session.username, None, request.content);
+        shard.broadcast(frame, Some(conn.id));
+        return;
+    }
+    match UserId::parse(&request.recipient_id).filter(|id| id.core() < shard.router.cores()) {
+        Some(recipient) => {
+            let frame = protocol::chat(
+                session.user_id,
+                &session.username,
+                Some(recipient),
+                request.content,
+            );
+            shard.direct(session.user_id, recipient, frame);
+        }
+        None => conn.reply(shard::user_not_found(&request.recipient_id)),
+    }
+}
+
+fn users(shard: &Shard, conn: &Rc<Connection>, session: &Session, content: JsonString<'_>) {
+    let text = content.decode();
+    let offset = if text.is_empty() {
+        Ok(0)
+    } else {
+        text.trim().parse::<usize>()
+    };
+    let Ok(offset) = offset else {
+        let reason = "`users` takes an offset: a non-negative integer as a string";
+        return conn.reply(protocol::error(ErrorCode::InvalidMessage, reason));
+    };
+    let (user_list, user_count) = shard.directory.page(offset, shard.config.user_list_limit);
+    conn.reply(protocol::user_list_update(
+        session.user_id,
+        offset,
+        &user_list,
+        user_count,
+    ));
+}
+
+fn disconnect(shard: &Shard, conn: &Rc<Connection>, session: &mut Option<Session>) {
+    let user = session.as_ref().map(|s| (s.user_id, s.username.as_ref()));
+    let reply = protocol::disconnect_response(user);
+    logout(shard, conn, session);
+    conn.finish(reply);
+}
+
+/// Logs the connection's user out, if it has one: frees the name and announces the leave.
+pub fn logout(shard: &Shard, conn: &Connection, session: &mut Option<Session>) {
+    let Some(session) = session.take() else {
+        return;
+    };
+    tracing::debug!(conn = conn.id, user_id = %session.user_id, username = %session.username, "logged out");
+    shard.remove_member(session.user_id, &session.username);
+    shard.directory.unregister(session.registration);
+}

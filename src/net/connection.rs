@@ -1,0 +1,290 @@
+//! One client socket: its outbound queue, its liveness stamps, and how it closes.
+//!
+//! tokio-uring cannot cancel an operation by dropping its future (../shared/notes/tokio-uring.md), so
+//! no read or write ever sits in a `select!` or a timeout. Each connection has exactly one reader
+//! task above this layer, which holds the only pending read; its writes are driven by the core's
+//! writer ([`crate::net::writer`]), one write in progress at a time. An idle connection therefore
+//! costs one task and one small read buffer. Closing is always `shutdown(2)` on the socket, which
+//! completes whatever read or write is pending, so everything ends on its own; the fd closes when the
+//! last `Rc` goes.
+
+use std::cell::{Cell, RefCell};
+use std::net::{IpAddr, Shutdown};
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio_uring::net::TcpStream;
+
+use crate::net::guards::{Admission, TokenBucket, Verdict};
+use crate::net::outbound::{OutFrame, OutQueue, Overflow};
+use crate::net::writer::Writers;
+
+/// The limits every connection of a server obeys.
+#[derive(Clone, Debug)]
+pub struct SocketLimits {
+    /// Bytes a client may owe (queued plus in flight) before it is cut off as a slow consumer.
+    pub max_outbound_bytes: usize,
+    /// How long a closing connection may take to flush what it is owed.
+    pub drain_timeout: Duration,
+    /// Flood control: frames per second on average (0 is off), and the burst above it.
+    pub rate_limit: u32,
+    pub rate_limit_burst: u32,
+}
+
+/// What every connection of one core shares: its writer, the limits, the server-wide connection
+/// counts, and the core's clock.
+pub struct Sockets {
+    pub writers: Writers,
+    pub limits: SocketLimits,
+    pub admission: Arc<Admission>,
+    /// The last frame a slow consumer gets before it is closed; made by the layer that knows frames.
+    slow_consumer_notice: Bytes,
+    /// Set once the server stops taking input: closes then no longer wait for the peer's FIN.
+    stopping: Cell<bool>,
+    /// Start of this core's millisecond clock (timeouts and flood control).
+    epoch: Instant,
+}
+
+impl Sockets {
+    pub fn new(
+        writers: Writers,
+        limits: SocketLimits,
+        admission: Arc<Admission>,
+        slow_consumer_notice: Bytes,
+    ) -> Rc<Sockets> {
+        Rc::new(Sockets {
+            writers,
+            limits,
+            admission,
+            slow_consumer_notice,
+            stopping: Cell::new(false),
+            epoch: Instant::now(),
+        })
+    }
+
+    /// Milliseconds since this core started.
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// From now on a closing connection is shut down both ways after its last flush.
+    pub fn stop(&self) {
+        self.stopping.set(true);
+    }
+}
+
+/// A client connection, owned by the core that accepted it.
+pub struct Connection {
+    pub id: u64,
+    stream: TcpStream,
+    sockets: Rc<Sockets>,
+    out: RefCell<OutQueue>,
+    writing: Cell<bool>,
+    /// Set once the connection is on its way out: nothing more is queued or read.
+    closing: Cell<bool>,
+    /// How the writer shuts the socket after the last flush: `Write` lingers for the peer's FIN,
+    /// `Both` (when the server stops) does not wait for it.
+    close_how: Cell<Shutdown>,
+    /// Set once the peer has identified itself (logged in): the login timeout no longer applies.
+    identified: Cell<bool>,
+    /// The peer's address, when it counts against the per-address cap.
+    counted_ip: Option<IpAddr>,
+    /// Core clock (ms) at accept, for the login timeout.
+    accepted_ms: u64,
+    /// Core clock (ms) of the last read, for keepalive and flood control.
+    last_heard_ms: Cell<u64>,
+    pinged: Cell<bool>,
+    bucket: Cell<TokenBucket>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.sockets.admission.release(self.counted_ip);
+    }
+}
+
+impl Connection {
+    /// Wraps an accepted socket that [`Admission::admit`] has counted (`counted_ip` as it returned).
+    pub fn new(
+        sockets: &Rc<Sockets>,
+        id: u64,
+        stream: TcpStream,
+        counted_ip: Option<IpAddr>,
+    ) -> Rc<Connection> {
+        let now = sockets.now_ms();
+        Rc::new(Connection {
+            id,
+            stream,
+            out: RefCell::new(OutQueue::default()),
+            writing: Cell::new(false),
+            closing: Cell::new(false),
+            close_how: Cell::new(Shutdown::Write),
+            identified: Cell::new(false),
+            counted_ip,
+            accepted_ms: now,
+            last_heard_ms: Cell::new(now),
+            pinged: Cell::new(false),
+            bucket: Cell::new(TokenBucket::new(sockets.limits.rate_limit_burst, now)),
+            sockets: sockets.clone(),
+        })
+    }
+
+    pub fn is_identified(&self) -> bool {
+        self.identified.get()
+    }
+
+    pub fn set_identified(&self, identified: bool) {
+        self.identified.set(identified);
+    }
+
+    pub fn accepted_ms(&self) -> u64 {
+        self.accepted_ms
+    }
+
+    pub fn last_heard_ms(&self) -> u64 {
+        self.last_heard_ms.get()
+    }
+
+    /// Notes that the peer spoke (a read completed) now.
+    pub fn heard(&self) {
+        self.last_heard_ms.set(self.sockets.now_ms());
+        self.pinged.set(false);
+    }
+
+    pub fn was_pinged(&self) -> bool {
+        self.pinged.get()
+    }
+
+    pub fn mark_pinged(&self) {
+        self.pinged.set(true);
+    }
+
+    /// Flood control for one inbound frame, timed by the read that brought it (frames of one read
+    /// arrived together, and the clock is not read again per frame).
+    pub fn take_token(&self) -> Verdict {
+        let limits = &self.sockets.limits;
+        let mut bucket = self.bucket.get();
+        let verdict = bucket.take(
+            self.last_heard_ms.get(),
+            limits.rate_limit,
+            limits.rate_limit_burst,
+        );
+        self.bucket.set(bucket);
+        verdict
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.get()
+    }
+
+    /// Marks a connection whose reader has ended: nothing more is queued for it.
+    pub fn set_closed(&self) {
+        self.closing.set(true);
+    }
+
+    /// Queues a frame. A client that owes more than the bound is cut off as a slow consumer: its
+    /// queue is freed at once, it gets the slow-consumer notice if it ever reads again, and it is
+    /// closed.
+    pub fn send(self: &Rc<Self>, frame: OutFrame) {
+        if self.closing.get() {
+            return;
+        }
+        let limit = self.sockets.limits.max_outbound_bytes;
+        let pushed = self.out.borrow_mut().push(frame, limit);
+        match pushed {
+            Ok(()) => self.wake_writer(),
+            Err(Overflow) => {
+                tracing::debug!(conn = self.id, "slow consumer cut off");
+                self.out.borrow_mut().clear();
+                self.finish(self.sockets.slow_consumer_notice.clone());
+            }
+        }
+    }
+
+    /// Sends a frame of its own (a reply) that keeps the connection open.
+    pub fn reply(self: &Rc<Self>, frame: Bytes) {
+        self.send(OutFrame::new(frame));
+    }
+
+    /// Queues a last frame past the bound, flushes it and closes: the peer gets the frame and a FIN.
+    /// If the flush has not finished within the drain timeout, the socket is shut down regardless.
+    pub fn finish(self: &Rc<Self>, last: Bytes) {
+        if self.closing.replace(true) {
+            return;
+        }
+        if self.sockets.stopping.get() {
+            self.close_how.set(Shutdown::Both);
+        }
+        self.out.borrow_mut().push_unbounded(OutFrame::new(last));
+        self.wake_writer();
+        let weak: Weak<Connection> = Rc::downgrade(self);
+        let grace = self.sockets.limits.drain_timeout;
+        tokio_uring::spawn(async move {
+            tokio::time::sleep(grace).await;
+            if let Some(conn) = weak.upgrade() {
+                conn.shutdown_now();
+            }
+        });
+    }
+
+    /// Ends both directions now: any pending read or write completes, and both tasks end.
+    pub fn shutdown_now(&self) {
+        self.closing.set(true);
+        // ENOTCONN when the peer is already gone is fine: the goal is reached either way.
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    fn wake_writer(self: &Rc<Self>) {
+        if !self.writing.replace(true) {
+            self.sockets.writers.schedule(self.clone());
+        }
+    }
+
+    /// The socket, for the reader task's reads and the writer's writes.
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// Fills `batch` (empty) with the frames for the next `writev`. When the queue is empty it
+    /// hands `batch` back unused: the writer then stops until more is queued, and a closing
+    /// connection is shut down (FIN after the last byte).
+    pub(crate) fn next_batch(
+        &self,
+        mut batch: Vec<OutFrame>,
+    ) -> Result<Vec<OutFrame>, Vec<OutFrame>> {
+        let mut out = self.out.borrow_mut();
+        if out.is_empty() {
+            out.release_memory();
+            self.writing.set(false);
+            if self.closing.get() {
+                let _ = self.stream.shutdown(self.close_how.get());
+            }
+            return Err(batch);
+        }
+        out.take_batch(&mut batch);
+        Ok(batch)
+    }
+
+    /// Accounts for a finished `writev` and returns the emptied batch vector. A failed write means
+    /// the peer is gone: what is queued is dropped and the socket shut down.
+    pub(crate) fn batch_written(
+        &self,
+        result: std::io::Result<usize>,
+        mut batch: Vec<OutFrame>,
+    ) -> Vec<OutFrame> {
+        let mut out = self.out.borrow_mut();
+        match result {
+            Ok(written) => out.complete_batch(&mut batch, written),
+            Err(error) => {
+                tracing::debug!(conn = self.id, %error, "write failed");
+                out.complete_batch(&mut batch, 0);
+                out.clear();
+                drop(out);
+                self.shutdown_now();
+            }
+        }
+        batch
+    }
+}

@@ -1,0 +1,19 @@
+//! Bytes on sockets: the bottom layer. It knows connections, queues and writes, and nothing of chat.
+//!
+//! - [`codec`]: splits an inbound byte stream into frames (newline, CRLF or back to back).
+//! - [`connection`]: one client socket with its bounded outbound queue and how it closes; and
+//!   [`Sockets`], what every connection of one core shares (its writer, limits, clock).
+//! - [`outbound`]: a connection's queue of shared frames, drained in batches (one write each).
+//! - [`writer`]: one task per core that drives every connection's writes.
+//! - [`guards`]: per-connection defences: flood control and the connection caps.
+//!
+//! What a frame means is decided above, in the chat layer; the few frames this layer must send on
+//! its own (the slow-consumer notice) are handed to it ready-made.
+
+pub mod codec;
+pub mod connection;
+pub mod guards;
+pub mod outbound;
+pub mod writer;
+
+pub use connection::{Connection, SocketLimits, Sockets};

@@ -1,0 +1,235 @@
+//! One core: its listener, its connections, its inbox from the other cores, and its phase.
+//!
+//! Each core is an OS thread with its own tokio-uring runtime. It accepts on its own `SO_REUSEPORT`
+//! listener and owns every connection it accepted, so all per-connection state is plain
+//! `Rc`/`RefCell`/`Cell`. The chat state of the core is its [`Shard`]; this module adds what only a
+//! running server has: the accept loop, the admission of new sockets, and the two-phase drain.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_uring::net::{TcpListener, TcpStream};
+
+use crate::chat::protocol::{self, ErrorCode};
+use crate::chat::{Shard, ShardMsg};
+use crate::config::Config;
+use crate::hub::{Inbox, Mail};
+use crate::net::guards::Refusal;
+use crate::net::{Connection, Sockets};
+use crate::server::{reader, sweeper};
+
+/// First pause after a failed accept (EMFILE and the like); it doubles up to the maximum.
+pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How long a stopping core waits for force-closed connections to finish after the drain timeout.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// Stopped taking input; waiting until every other core has said it will send nothing more.
+    Draining,
+    /// Telling clients SERVER_SHUTDOWN and flushing.
+    Closing,
+}
+
+pub struct Core {
+    pub config: Arc<Config>,
+    pub shard: Shard,
+    pub sockets: Rc<Sockets>,
+    connections: RefCell<HashMap<u64, Rc<Connection>>>,
+    next_connection: Cell<u64>,
+    phase: Cell<Phase>,
+    drained_peers: Cell<usize>,
+    connection_gone: Notify,
+}
+
+impl Core {
+    pub fn new(config: Arc<Config>, shard: Shard, sockets: Rc<Sockets>) -> Rc<Core> {
+        Rc::new(Core {
+            config,
+            shard,
+            sockets,
+            connections: RefCell::default(),
+            next_connection: Cell::new(0),
+            phase: Cell::new(Phase::Running),
+            drained_peers: Cell::new(0),
+            connection_gone: Notify::new(),
+        })
+    }
+
+    pub fn id(&self) -> usize {
+        self.shard.id
+    }
+
+    /// Every open connection, for sweeps that may close some of them.
+    pub fn connections_snapshot(&self) -> Vec<Rc<Connection>> {
+        self.connections.borrow().values().cloned().collect()
+    }
+
+    /// False once the server is stopping: input read after that is dropped, not acted on.
+    pub fn takes_input(&self) -> bool {
+        self.phase.get() == Phase::Running
+    }
+
+    /// Registers a connection the accept loop took, or turns it away when the server is full.
+    fn admit(self: &Rc<Self>, stream: TcpStream, peer: SocketAddr) {
+        let id = self.next_connection.replace(self.next_connection.get() + 1);
+        let (counted_ip, verdict) = self.sockets.admission.admit(peer.ip());
+        let conn = Connection::new(&self.sockets, id, stream, counted_ip);
+        if let Err(refusal) = verdict {
+            let reason = match refusal {
+                Refusal::Full(max) => format!("the server holds its maximum of {max} connections"),
+                Refusal::AddressFull(cap) => {
+                    format!("your address holds its maximum of {cap} connections")
+                }
+            };
+            return conn.finish(protocol::error(ErrorCode::ServerFull, &reason));
+        }
+        tracing::debug!(core = self.id(), conn = id, "connected");
+        self.connections.borrow_mut().insert(id, conn.clone());
+        tokio_uring::spawn(reader::serve(self.clone(), conn));
+    }
+
+    /// Drops a connection whose reader has ended.
+    pub fn forget(&self, conn: &Connection) {
+        tracing::debug!(core = self.id(), conn = conn.id, "disconnected");
+        self.connections.borrow_mut().remove(&conn.id);
+        self.connection_gone.notify_waiters();
+    }
+
+    fn handle(&self, mail: Mail<ShardMsg>, listener: &TcpListener) {
+        match mail {
+            Mail::Message(msg) => self.shard.handle(msg),
+            Mail::Shutdown => {
+                self.phase.set(Phase::Draining);
+                self.sockets.stop();
+                // Wakes the pending accept with an error; the accept loop sees the phase and ends.
+                // SAFETY: shutdown(2) on a listening fd this core owns; no memory is involved.
+                unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RD) };
+                self.shard.router.drain();
+                self.maybe_close();
+            }
+            Mail::Drained => {
+                self.drained_peers.set(self.drained_peers.get() + 1);
+                self.maybe_close();
+            }
+        }
+    }
+
+    /// Once this core drains and no other core will send more, tells every client and starts closing.
+    fn maybe_close(&self) {
+        let cores = self.shard.router.cores();
+        if self.phase.get() != Phase::Draining || self.drained_peers.get() + 1 < cores {
+            return;
+        }
+        self.phase.set(Phase::Closing);
+        let goodbye = protocol::error(ErrorCode::ServerShutdown, "the server is shutting down");
+        for conn in self.connections_snapshot() {
+            conn.finish(goodbye.clone());
+        }
+    }
+
+    /// Waits until every connection has gone, or until `deadline`.
+    async fn wait_for_connections(&self, deadline: tokio::time::Instant) -> bool {
+        loop {
+            if self.connections.borrow().is_empty() {
+                return true;
+            }
+            let gone = self.connection_gone.notified();
+            tokio::select! {
+                _ = gone => {}
+                _ = tokio::time::sleep_until(deadline) => return self.connections.borrow().is_empty(),
+            }
+        }
+    }
+}
+
+/// Runs one core until the server has stopped and its connections are closed.
+pub async fn run(core: Rc<Core>, listener: TcpListener, inbox: Inbox<ShardMsg>) {
+    let listener = Rc::new(listener);
+    tokio_uring::spawn(accept_loop(core.clone(), listener.clone()));
+    let flusher = core.clone();
+    tokio_uring::spawn(async move { flusher.shard.router.run_flusher().await });
+    let writer = core.clone();
+    tokio_uring::spawn(async move { writer.sockets.writers.run().await });
+    tokio_uring::spawn(presence_ticker(core.clone()));
+    tokio_uring::spawn(sweeper::run(core.clone()));
+
+    while core.phase.get() != Phase::Closing {
+        let Ok(batch) = inbox.recv_async().await else {
+            break;
+        };
+        for msg in batch {
+            core.handle(msg, &listener);
+        }
+    }
+    let deadline = tokio::time::Instant::now() + core.config.drain_timeout;
+    if !core.wait_for_connections(deadline).await {
+        let stuck = core.connections_snapshot();
+        tracing::warn!(
+            core = core.id(),
+            connections = stuck.len(),
+            "drain timeout: closing the rest"
+        );
+        for conn in stuck {
+            conn.shutdown_now();
+        }
+        core.wait_for_connections(tokio::time::Instant::now() + CLOSE_WAIT)
+            .await;
+    }
+    let (writes, frames) = core.sockets.writers.totals();
+    let per_write = frames as f64 / writes.max(1) as f64;
+    tracing::info!(
+        core = core.id(),
+        writes,
+        frames,
+        "stopped; {per_write:.1} frames per write"
+    );
+    // The `Drained` promise (and anything before it) must reach the other cores before this one ends.
+    core.shard.router.settle().await;
+}
+
+/// Sends the shard's coalesced presence every `--presence-interval` while the core takes input.
+async fn presence_ticker(core: Rc<Core>) {
+    let mut interval = tokio::time::interval(core.config.presence_interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        if !core.takes_input() {
+            return;
+        }
+        core.shard.tick_presence();
+    }
+}
+
+/// Accepts until the server stops. Accept errors (EMFILE, ECONNABORTED, ...) back off and retry.
+async fn accept_loop(core: Rc<Core>, listener: Rc<TcpListener>) {
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    loop {
+        let accepted = listener.accept().await;
+        if !core.takes_input() {
+            return;
+        }
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                if let Err(error) = stream.set_nodelay(true) {
+                    tracing::debug!(%error, "TCP_NODELAY failed");
+                }
+                core.admit(stream, peer);
+            }
+            Err(error) => {
+                tracing::warn!(core = core.id(), %error, retry_in = ?backoff, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+            }
+        }
+    }
+}
