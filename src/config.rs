@@ -1,15 +1,14 @@
 //! Settings: command-line flags, environment variables, an optional TOML file, and defaults.
 //!
 //! Precedence is flag > environment > file > default. clap handles flags, `URING_CHAT_*` variables and
-//! defaults; this module slots the file in between by asking clap where each value came from. The old Go
-//! server's `SERVER_HOST` and `SERVER_PORT` count as environment, below their `URING_CHAT_*` twins.
+//! defaults; the file's values are handed to clap as the defaults. The old Go server's `SERVER_HOST`
+//! and `SERVER_PORT` count as environment, below their `URING_CHAT_*` twins.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
-use serde::Deserialize;
 
 /// Largest inbound frame: a chat line longer than this is an attack or a bug, not a message.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
@@ -58,12 +57,23 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 0;
 pub const DEFAULT_RATE_LIMIT: u32 = 50;
 /// Frames a connection may send at once above its rate.
 pub const DEFAULT_RATE_LIMIT_BURST: u32 = 100;
+/// Messages each room's history holds for members that reconnect.
+pub const DEFAULT_HISTORY_MESSAGES: usize = 100;
+/// Bytes each room's history holds, whichever of the two caps is reached first.
+pub const DEFAULT_HISTORY_BYTES: usize = 256 * 1024;
+/// Bytes all rooms' histories hold together; past it the oldest messages server-wide go first.
+pub const DEFAULT_HISTORY_TOTAL_BYTES: usize = 256 * 1024 * 1024;
+/// How long an empty room keeps its history (so its members can recover) before it is dropped.
+pub const DEFAULT_ROOM_IDLE_TTL: Duration = Duration::from_secs(300);
+/// Rooms one user may be in at once.
+pub const DEFAULT_MAX_ROOMS_PER_USER: usize = 100;
+/// Rooms server-wide.
+pub const DEFAULT_MAX_ROOMS: usize = 100_000;
 /// Most cores: the first byte of a userID names the core that owns the user.
 pub const MAX_CORES: usize = 256;
 
 /// Log line format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
@@ -93,6 +103,12 @@ pub struct Config {
     pub max_connections_per_ip: usize,
     pub rate_limit: u32,
     pub rate_limit_burst: u32,
+    pub history_messages: usize,
+    pub history_bytes: usize,
+    pub history_total_bytes: usize,
+    pub room_idle_ttl: Duration,
+    pub max_rooms_per_user: usize,
+    pub max_rooms: usize,
     pub log_level: String,
     pub log_format: LogFormat,
 }
@@ -121,6 +137,12 @@ impl Default for Config {
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             rate_limit: DEFAULT_RATE_LIMIT,
             rate_limit_burst: DEFAULT_RATE_LIMIT_BURST,
+            history_messages: DEFAULT_HISTORY_MESSAGES,
+            history_bytes: DEFAULT_HISTORY_BYTES,
+            history_total_bytes: DEFAULT_HISTORY_TOTAL_BYTES,
+            room_idle_ttl: DEFAULT_ROOM_IDLE_TTL,
+            max_rooms_per_user: DEFAULT_MAX_ROOMS_PER_USER,
+            max_rooms: DEFAULT_MAX_ROOMS,
             log_level: "info".into(),
             log_format: LogFormat::Text,
         }
@@ -208,6 +230,24 @@ struct Cli {
     /// Frames one connection may send in a burst above its rate.
     #[arg(long, env = "URING_CHAT_RATE_LIMIT_BURST", default_value_t = DEFAULT_RATE_LIMIT_BURST)]
     rate_limit_burst: u32,
+    /// Messages each room's history keeps for members that reconnect (join with `since`).
+    #[arg(long, env = "URING_CHAT_HISTORY_MESSAGES", default_value_t = DEFAULT_HISTORY_MESSAGES)]
+    history_messages: usize,
+    /// Bytes each room's history keeps.
+    #[arg(long, env = "URING_CHAT_HISTORY_BYTES", default_value_t = DEFAULT_HISTORY_BYTES)]
+    history_bytes: usize,
+    /// Bytes all rooms' histories keep together; the oldest messages go first.
+    #[arg(long, env = "URING_CHAT_HISTORY_TOTAL_BYTES", default_value_t = DEFAULT_HISTORY_TOTAL_BYTES)]
+    history_total_bytes: usize,
+    /// How long an empty room keeps its history before it is dropped.
+    #[arg(long, env = "URING_CHAT_ROOM_IDLE_TTL", default_value = "5m", value_parser = parse_duration)]
+    room_idle_ttl: Duration,
+    /// Rooms one user may be in at once; more get TOO_MANY_ROOMS.
+    #[arg(long, env = "URING_CHAT_MAX_ROOMS_PER_USER", default_value_t = DEFAULT_MAX_ROOMS_PER_USER)]
+    max_rooms_per_user: usize,
+    /// Rooms server-wide; joining a new room past it gets TOO_MANY_ROOMS.
+    #[arg(long, env = "URING_CHAT_MAX_ROOMS", default_value_t = DEFAULT_MAX_ROOMS)]
+    max_rooms: usize,
     /// Log filter (error, warn, info, debug, trace, or a tracing directive); RUST_LOG wins when set.
     #[arg(long, env = "URING_CHAT_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -216,129 +256,64 @@ struct Cli {
     log_format: LogFormat,
 }
 
-/// The `--config` file: the same keys as the flags, all optional.
-#[derive(Deserialize, Default, Debug)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-struct FileConfig {
-    host: Option<String>,
-    port: Option<u16>,
-    cores: Option<usize>,
-    max_frame_bytes: Option<usize>,
-    max_outbound_bytes: Option<usize>,
-    listen_backlog: Option<u32>,
-    max_connections: Option<usize>,
-    user_list_limit: Option<usize>,
-    #[serde(default, deserialize_with = "duration_field")]
-    presence_interval: Option<Duration>,
-    #[serde(default, deserialize_with = "duration_field")]
-    presence_count_interval: Option<Duration>,
-    presence_limit: Option<usize>,
-    presence_names: Option<usize>,
-    #[serde(default, deserialize_with = "duration_field")]
-    drain_timeout: Option<Duration>,
-    read_buffer_bytes: Option<usize>,
-    ring_entries: Option<u32>,
-    inline_send_min: Option<usize>,
-    #[serde(default, deserialize_with = "duration_field")]
-    login_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "duration_field")]
-    ping_interval: Option<Duration>,
-    max_connections_per_ip: Option<usize>,
-    rate_limit: Option<u32>,
-    rate_limit_burst: Option<u32>,
-    log_level: Option<String>,
-    log_format: Option<LogFormat>,
-}
-
 impl Config {
     /// Reads the process's command line, environment and `--config` file. Errors are ready to print.
+    ///
+    /// The file's values become the defaults of clap's arguments, so clap's own order (flag, then
+    /// environment, then default) gives flag > environment > file > built-in default.
     pub fn from_args<I, T>(args: I) -> Result<Config, ConfigError>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let matches = Cli::command()
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        let mut command = Cli::command();
+        if let Some(path) = config_path(&args) {
+            for (id, value) in read_file(&path)? {
+                command = command.mut_arg(id, |arg| arg.default_value(value));
+            }
+        }
+        let matches = command
             .try_get_matches_from(args)
             .map_err(ConfigError::Cli)?;
         let cli = Cli::from_arg_matches(&matches).map_err(ConfigError::Cli)?;
-        let file = match &cli.config {
-            Some(path) => read_file(path)?,
-            None => FileConfig::default(),
-        };
-        let layers = Layers { matches: &matches };
-        let host = layers
-            .legacy_env("host", "SERVER_HOST")
-            .unwrap_or(cli.host.clone());
-        let port = match layers.legacy_env("port", "SERVER_PORT") {
+        let host = legacy_env(&matches, "host", "SERVER_HOST").unwrap_or(cli.host);
+        let port = match legacy_env(&matches, "port", "SERVER_PORT") {
             Some(port) => port
                 .parse()
                 .map_err(|_| format!("SERVER_PORT={port} is not a port number"))?,
             None => cli.port,
         };
         let config = Config {
-            host: layers.pick("host", host, file.host),
-            port: layers.pick("port", port, file.port),
-            cores: cli.cores.or(file.cores).unwrap_or_else(available_cpus),
-            max_frame_bytes: layers.pick(
-                "max_frame_bytes",
-                cli.max_frame_bytes,
-                file.max_frame_bytes,
-            ),
-            max_outbound_bytes: layers.pick(
-                "max_outbound_bytes",
-                cli.max_outbound_bytes,
-                file.max_outbound_bytes,
-            ),
-            listen_backlog: layers.pick("listen_backlog", cli.listen_backlog, file.listen_backlog),
-            max_connections: layers.pick(
-                "max_connections",
-                cli.max_connections,
-                file.max_connections,
-            ),
-            user_list_limit: layers.pick(
-                "user_list_limit",
-                cli.user_list_limit,
-                file.user_list_limit,
-            ),
-            presence_interval: layers.pick(
-                "presence_interval",
-                cli.presence_interval,
-                file.presence_interval,
-            ),
-            presence_count_interval: layers.pick(
-                "presence_count_interval",
-                cli.presence_count_interval,
-                file.presence_count_interval,
-            ),
-            presence_limit: layers.pick("presence_limit", cli.presence_limit, file.presence_limit),
-            presence_names: layers.pick("presence_names", cli.presence_names, file.presence_names),
-            drain_timeout: layers.pick("drain_timeout", cli.drain_timeout, file.drain_timeout),
-            read_buffer_bytes: layers.pick(
-                "read_buffer_bytes",
-                cli.read_buffer_bytes,
-                file.read_buffer_bytes,
-            ),
-            ring_entries: layers.pick("ring_entries", cli.ring_entries, file.ring_entries),
-            inline_send_min: layers.pick(
-                "inline_send_min",
-                cli.inline_send_min,
-                file.inline_send_min,
-            ),
-            login_timeout: layers.pick("login_timeout", cli.login_timeout, file.login_timeout),
-            ping_interval: layers.pick("ping_interval", cli.ping_interval, file.ping_interval),
-            max_connections_per_ip: layers.pick(
-                "max_connections_per_ip",
-                cli.max_connections_per_ip,
-                file.max_connections_per_ip,
-            ),
-            rate_limit: layers.pick("rate_limit", cli.rate_limit, file.rate_limit),
-            rate_limit_burst: layers.pick(
-                "rate_limit_burst",
-                cli.rate_limit_burst,
-                file.rate_limit_burst,
-            ),
-            log_level: layers.pick("log_level", cli.log_level, file.log_level),
-            log_format: layers.pick("log_format", cli.log_format, file.log_format),
+            host,
+            port,
+            cores: cli.cores.unwrap_or_else(available_cpus),
+            max_frame_bytes: cli.max_frame_bytes,
+            max_outbound_bytes: cli.max_outbound_bytes,
+            listen_backlog: cli.listen_backlog,
+            max_connections: cli.max_connections,
+            user_list_limit: cli.user_list_limit,
+            presence_interval: cli.presence_interval,
+            presence_count_interval: cli.presence_count_interval,
+            presence_limit: cli.presence_limit,
+            presence_names: cli.presence_names,
+            drain_timeout: cli.drain_timeout,
+            read_buffer_bytes: cli.read_buffer_bytes,
+            ring_entries: cli.ring_entries,
+            inline_send_min: cli.inline_send_min,
+            login_timeout: cli.login_timeout,
+            ping_interval: cli.ping_interval,
+            max_connections_per_ip: cli.max_connections_per_ip,
+            rate_limit: cli.rate_limit,
+            rate_limit_burst: cli.rate_limit_burst,
+            history_messages: cli.history_messages,
+            history_bytes: cli.history_bytes,
+            history_total_bytes: cli.history_total_bytes,
+            room_idle_ttl: cli.room_idle_ttl,
+            max_rooms_per_user: cli.max_rooms_per_user,
+            max_rooms: cli.max_rooms,
+            log_level: cli.log_level,
+            log_format: cli.log_format,
         };
         config.validate()?;
         Ok(config)
@@ -382,6 +357,12 @@ impl Config {
                 "--presence-interval, --login-timeout and --ping-interval must be positive".into(),
             );
         }
+        if self.history_bytes > self.history_total_bytes {
+            return Err("--history-bytes must not exceed --history-total-bytes".into());
+        }
+        if self.max_rooms_per_user == 0 || self.max_rooms == 0 {
+            return Err("--max-rooms-per-user and --max-rooms must be positive".into());
+        }
         if self.rate_limit > 0 && self.rate_limit_burst == 0 {
             return Err("--rate-limit-burst must be positive when --rate-limit is on".into());
         }
@@ -424,49 +405,63 @@ impl ConfigError {
     }
 }
 
-/// Knows where clap found each value, so the file can slot in below the environment.
-struct Layers<'a> {
-    matches: &'a ArgMatches,
+/// The old server's variable, when neither the flag nor its `URING_CHAT_*` twin is set.
+fn legacy_env(matches: &ArgMatches, id: &str, var: &str) -> Option<String> {
+    let given = matches!(
+        matches.value_source(id),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    );
+    if given {
+        return None;
+    }
+    std::env::var(var).ok().filter(|v| !v.is_empty())
 }
 
-impl Layers<'_> {
-    fn is_default(&self, id: &str) -> bool {
-        matches!(
-            self.matches.value_source(id),
-            Some(ValueSource::DefaultValue) | None
-        )
-    }
-
-    /// The command-line or environment value when one was given, else the file's, else the default.
-    fn pick<T>(&self, id: &str, cli: T, file: Option<T>) -> T {
-        match file {
-            Some(value) if self.is_default(id) => value,
-            _ => cli,
+/// `--config PATH`, `--config=PATH` or `URING_CHAT_CONFIG`, looked up before clap parses, since the
+/// file's values must be in place first.
+fn config_path(args: &[std::ffi::OsString]) -> Option<PathBuf> {
+    let mut words = args.iter().skip(1);
+    while let Some(word) = words.next() {
+        let word = word.to_string_lossy();
+        if word == "--config" {
+            return words.next().map(PathBuf::from);
+        }
+        if let Some(path) = word.strip_prefix("--config=") {
+            return Some(PathBuf::from(path));
         }
     }
-
-    /// The old server's variable, when neither the flag nor its `URING_CHAT_*` twin is set.
-    fn legacy_env(&self, id: &str, var: &str) -> Option<String> {
-        if !self.is_default(id) {
-            return None;
-        }
-        std::env::var(var).ok().filter(|v| !v.is_empty())
-    }
+    std::env::var_os("URING_CHAT_CONFIG").map(PathBuf::from)
 }
 
-fn read_file(path: &Path) -> Result<FileConfig, String> {
+/// The `--config` file as (argument id, value) pairs: the keys of the flags in kebab-case, the
+/// values as they would be typed (`presence-interval = "250ms"`, `port = 9000`).
+fn read_file(path: &Path) -> Result<Vec<(String, String)>, String> {
+    let bad = |why: String| format!("bad --config {}: {why}", path.display());
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read --config {}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| format!("bad --config {}: {e}", path.display()))
-}
-
-/// A duration in the `--config` file, written as on the command line (`"250ms"`, `"5s"`).
-fn duration_field<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<Duration>, D::Error> {
-    let text: Option<String> = Option::deserialize(deserializer)?;
-    text.map(|text| parse_duration(&text).map_err(serde::de::Error::custom))
-        .transpose()
+    let table: toml::Table = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let known: Vec<String> = Cli::command()
+        .get_arguments()
+        .map(|arg| arg.get_id().to_string())
+        .filter(|id| id != "config")
+        .collect();
+    table
+        .into_iter()
+        .map(|(key, value)| {
+            let id = key.replace('-', "_");
+            if !known.contains(&id) {
+                return Err(bad(format!("unknown key `{key}`")));
+            }
+            let value = match value {
+                toml::Value::String(text) => text,
+                toml::Value::Integer(n) => n.to_string(),
+                toml::Value::Float(x) => x.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => return Err(bad(format!("`{key}` = {other} is not a plain value"))),
+            };
+            Ok((id, value))
+        })
+        .collect()
 }
 
 /// Parses `250ms`, `5s`, `2m` or a bare number of seconds.
