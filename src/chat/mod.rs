@@ -5,6 +5,7 @@
 //! - [`session`]: what each inbound frame does: login, chat, users, ping, logout.
 //! - [`shard`]: one core's share of the chat: its users, broadcast and direct delivery, and the
 //!   messages cores send each other.
+//! - [`rooms`]: named rooms with one message order each, history and recovery (protocol v1.1).
 //! - [`presence`]: coalesced join and leave announcements.
 //! - [`directory`]: the server-wide set of unique usernames.
 //! - [`user_id`]: userIDs, which name the core that owns the user.
@@ -12,6 +13,7 @@
 pub mod directory;
 pub mod presence;
 pub mod protocol;
+pub mod rooms;
 pub mod session;
 pub mod shard;
 pub mod user_id;

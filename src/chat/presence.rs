@@ -11,7 +11,14 @@ use bytes::Bytes;
 use crate::chat::protocol::{self, PresenceDocument, UserEntry};
 use crate::chat::user_id::UserId;
 
-/// One core's joins and leaves since its last presence frame.
+/// Whose presence a frame tells: the lobby's (with the server-wide user count) or one room's.
+#[derive(Clone, Copy, Debug)]
+pub enum Scope<'a> {
+    Lobby { user_count: usize },
+    Room { room: &'a str, member_count: usize },
+}
+
+/// Joins and leaves since the last presence frame: one core's users, or one room's members.
 #[derive(Default, Debug)]
 pub struct PresenceBatch {
     joined: Vec<UserEntry>,
@@ -48,19 +55,28 @@ impl PresenceBatch {
         self.joined_count == 0 && self.left_count == 0
     }
 
-    /// The frame for what changed, if anything did, and a fresh start.
-    pub fn take_frame(&mut self, user_count: usize, name_limit: usize) -> Option<Bytes> {
+    /// The frame for what changed, if anything did, and a fresh start. Names are left out when
+    /// more than `name_limit` users are in the scope.
+    pub fn take_frame(&mut self, scope: Scope<'_>, name_limit: usize) -> Option<Bytes> {
         if self.is_empty() {
             return None;
         }
-        let named = user_count <= name_limit;
-        let frame = protocol::presence(&PresenceDocument {
-            joined: named.then_some(self.joined.as_slice()),
-            left: named.then_some(self.left.as_slice()),
-            joined_count: self.joined_count,
-            left_count: self.left_count,
-            user_count,
-        });
+        let (room, count) = match scope {
+            Scope::Lobby { user_count } => (None, user_count),
+            Scope::Room { room, member_count } => (Some(room), member_count),
+        };
+        let named = count <= name_limit;
+        let frame = protocol::presence(
+            room,
+            &PresenceDocument {
+                joined: named.then_some(self.joined.as_slice()),
+                left: named.then_some(self.left.as_slice()),
+                joined_count: self.joined_count,
+                left_count: self.left_count,
+                user_count: room.is_none().then_some(count),
+                member_count: room.is_some().then_some(count),
+            },
+        );
         *self = PresenceBatch::new(self.names_cap);
         Some(frame)
     }
@@ -83,18 +99,30 @@ mod tests {
         for _ in 0..3 {
             batch.joined(UserId::new(0), "x");
         }
-        let named: serde_json::Value = content(&batch.take_frame(10, 1000).unwrap());
+        let lobby = |user_count| Scope::Lobby { user_count };
+        let named: serde_json::Value = content(&batch.take_frame(lobby(10), 1000).unwrap());
         assert_eq!(named["joined"].as_array().unwrap().len(), 2, "names capped");
         assert_eq!(named["joinedCount"], 3);
         assert!(
-            batch.take_frame(10, 1000).is_none(),
+            batch.take_frame(lobby(10), 1000).is_none(),
             "nothing new, no frame"
         );
         batch.left(UserId::new(0), "x");
-        let counted = content(&batch.take_frame(5000, 1000).unwrap());
+        let counted = content(&batch.take_frame(lobby(5000), 1000).unwrap());
         assert!(counted.get("left").is_none() && counted.get("joined").is_none());
         assert_eq!(counted["leftCount"], 1);
         assert_eq!(counted["userCount"], 5000);
+        batch.joined(UserId::new(1), "y");
+        let room = Scope::Room {
+            room: "rust",
+            member_count: 3,
+        };
+        let frame = batch.take_frame(room, 1000).unwrap();
+        let outer: serde_json::Value = serde_json::from_slice(&frame).unwrap();
+        assert_eq!(outer["room"], "rust");
+        let counted = content(&frame);
+        assert_eq!(counted["memberCount"], 3);
+        assert!(counted.get("userCount").is_none());
     }
 
     fn content(frame: &[u8]) -> serde_json::Value {

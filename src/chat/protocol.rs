@@ -1,4 +1,4 @@
-//! Protocol v1 frames: parsing what clients send, encoding what the server sends.
+//! Protocol v1.1 frames: parsing what clients send, encoding what the server sends.
 //!
 //! docs/PROTOCOL.md is the contract; this module is its code. Inbound frames are parsed with serde
 //! into borrowed fields, and a chat `content` is kept as its raw JSON token, so forwarding a message
@@ -32,6 +32,9 @@ pub enum ErrorCode {
     ServerShutdown,
     RateLimited,
     LoginTimeout,
+    InvalidRoom,
+    NotInRoom,
+    TooManyRooms,
 }
 
 impl ErrorCode {
@@ -50,6 +53,9 @@ impl ErrorCode {
             ErrorCode::ServerShutdown => "SERVER_SHUTDOWN",
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::LoginTimeout => "LOGIN_TIMEOUT",
+            ErrorCode::InvalidRoom => "INVALID_ROOM",
+            ErrorCode::NotInRoom => "NOT_IN_ROOM",
+            ErrorCode::TooManyRooms => "TOO_MANY_ROOMS",
         }
     }
 }
@@ -63,6 +69,10 @@ struct Envelope<'a> {
     recipient_id: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     content: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    room: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    since: Option<Cow<'a, str>>,
     /// Type-checked like the other fields, then ignored: the server sets `senderID` itself.
     #[serde(rename = "senderID", default, borrow)]
     _sender_id: Option<Cow<'a, str>>,
@@ -74,6 +84,10 @@ pub struct Request<'a> {
     pub kind: Cow<'a, str>,
     pub recipient_id: Cow<'a, str>,
     pub content: JsonString<'a>,
+    /// The room a v1.1 frame is about; `None` when absent (a v1 frame).
+    pub room: Option<Cow<'a, str>>,
+    /// `join`'s replay point, as sent: a string of digits.
+    pub since: Option<Cow<'a, str>>,
 }
 
 /// A JSON string token exactly as the client sent it, quotes included.
@@ -111,6 +125,8 @@ pub fn parse_request(frame: &[u8]) -> Result<Request<'_>, String> {
         kind,
         recipient_id: envelope.recipient_id.unwrap_or_default(),
         content,
+        room: envelope.room,
+        since: envelope.since,
     })
 }
 
@@ -123,25 +139,46 @@ pub struct UserEntry {
 }
 
 /// Appends `text` as a JSON string token.
-fn put_json_string(out: &mut BytesMut, text: &str) {
+pub(crate) fn put_json_string(out: &mut BytesMut, text: &str) {
     serde_json::to_writer(out.writer(), text).expect("writing to memory cannot fail");
 }
 
-/// A frame from the server: `{"type":kind,"senderID":"server"[,"recipientID":..][,"code":..],"content":..}`.
-fn server_frame(
-    kind: &str,
-    recipient: Option<UserId>,
-    code: Option<ErrorCode>,
-    content_json: &str,
-) -> Bytes {
-    let mut out = BytesMut::with_capacity(64 + kind.len() + content_json.len());
+/// Where a server frame is addressed, beyond its type: the user it answers, the room it is about.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct To<'a> {
+    pub recipient: Option<UserId>,
+    pub room: Option<&'a str>,
+}
+
+impl To<'_> {
+    const NOBODY: To<'static> = To {
+        recipient: None,
+        room: None,
+    };
+
+    fn user(user: UserId) -> To<'static> {
+        To {
+            recipient: Some(user),
+            room: None,
+        }
+    }
+}
+
+/// A frame from the server:
+/// `{"type":kind,"senderID":"server"[,"recipientID":..][,"room":..][,"code":..],"content":..}`.
+fn server_frame(kind: &str, to: To<'_>, code: Option<ErrorCode>, content_json: &str) -> Bytes {
+    let mut out = BytesMut::with_capacity(80 + kind.len() + content_json.len());
     out.put_slice(b"{\"type\":\"");
     out.put_slice(kind.as_bytes());
     out.put_slice(b"\",\"senderID\":\"server\"");
-    if let Some(recipient) = recipient {
+    if let Some(recipient) = to.recipient {
         out.put_slice(b",\"recipientID\":\"");
         out.put_slice(&recipient.to_text());
         out.put_u8(b'"');
+    }
+    if let Some(room) = to.room {
+        out.put_slice(b",\"room\":");
+        put_json_string(&mut out, room);
     }
     if let Some(code) = code {
         out.put_slice(b",\"code\":\"");
@@ -155,13 +192,13 @@ fn server_frame(
 }
 
 /// A server frame whose content is a JSON document encoded as a string, as the old server did.
-fn server_document<T: Serialize>(kind: &str, recipient: Option<UserId>, document: &T) -> Bytes {
+pub(crate) fn server_document<T: Serialize>(kind: &str, to: To<'_>, document: &T) -> Bytes {
     let inner = serde_json::to_string(document).expect("documents serialise");
     let mut token = BytesMut::with_capacity(inner.len() + 16);
     put_json_string(&mut token, &inner);
     server_frame(
         kind,
-        recipient,
+        to,
         None,
         std::str::from_utf8(&token).expect("JSON is UTF-8"),
     )
@@ -172,7 +209,7 @@ pub fn error(code: ErrorCode, reason: &str) -> Bytes {
     put_json_string(&mut token, reason);
     server_frame(
         "error",
-        None,
+        To::NOBODY,
         Some(code),
         std::str::from_utf8(&token).expect("JSON is UTF-8"),
     )
@@ -184,7 +221,7 @@ pub fn ping() -> Bytes {
 }
 
 pub fn pong(content: JsonString<'_>) -> Bytes {
-    server_frame("pong", None, None, content.json())
+    server_frame("pong", To::NOBODY, None, content.json())
 }
 
 /// A user list as JSON (`[{"userID":..,"username":..},..]`), for the directory to cache.
@@ -215,7 +252,7 @@ pub fn connect_response(
     put_json_string(&mut token, &document);
     server_frame(
         "connect_response",
-        Some(user_id),
+        To::user(user_id),
         None,
         std::str::from_utf8(&token).expect("JSON is UTF-8"),
     )
@@ -241,7 +278,7 @@ pub fn user_list_update(
         user_list,
         user_count,
     };
-    server_document("user_list_update", Some(recipient), &page)
+    server_document("user_list_update", To::user(recipient), &page)
 }
 
 pub fn disconnect_response(user: Option<(UserId, &str)>) -> Bytes {
@@ -251,13 +288,13 @@ pub fn disconnect_response(user: Option<(UserId, &str)>) -> Bytes {
                 user_id: user_id.to_string(),
                 username: username.to_string(),
             };
-            server_document("disconnect_response", Some(user_id), &entry)
+            server_document("disconnect_response", To::user(user_id), &entry)
         }
         None => Bytes::from_static(b"{\"type\":\"disconnect_response\",\"senderID\":\"server\",\"recipientID\":\"\",\"content\":\"{}\"}\n"),
     }
 }
 
-/// One core's joins and leaves since its last presence frame.
+/// Joins and leaves since the last presence frame: one core's users, or one room's members.
 #[derive(Serialize, Debug)]
 pub struct PresenceDocument<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -268,12 +305,21 @@ pub struct PresenceDocument<'a> {
     pub joined_count: usize,
     #[serde(rename = "leftCount")]
     pub left_count: usize,
-    #[serde(rename = "userCount")]
-    pub user_count: usize,
+    /// Users logged in server-wide (lobby presence).
+    #[serde(rename = "userCount", skip_serializing_if = "Option::is_none")]
+    pub user_count: Option<usize>,
+    /// Members of the room (room presence).
+    #[serde(rename = "memberCount", skip_serializing_if = "Option::is_none")]
+    pub member_count: Option<usize>,
 }
 
-pub fn presence(document: &PresenceDocument<'_>) -> Bytes {
-    server_document("presence", None, document)
+/// A presence frame: the lobby's when `room` is `None`.
+pub fn presence(room: Option<&str>, document: &PresenceDocument<'_>) -> Bytes {
+    let to = To {
+        recipient: None,
+        room,
+    };
+    server_document("presence", to, document)
 }
 
 /// The chat frame every recipient gets: one allocation, one copy of the content as the client
@@ -284,20 +330,60 @@ pub fn chat(
     recipient: Option<UserId>,
     content: JsonString<'_>,
 ) -> Bytes {
+    let mut out = chat_body(sender, username, recipient, None, content);
+    out.put_slice(b"}\n");
+    out.freeze()
+}
+
+/// A room message as the sender's core builds it: everything but its `seq`, which only the room's
+/// owner core knows ([`stamp_room_chat`]).
+pub fn room_chat_body(
+    sender: UserId,
+    username: &str,
+    room: &str,
+    content: JsonString<'_>,
+) -> Bytes {
+    chat_body(sender, username, None, Some(room), content).freeze()
+}
+
+/// Completes a room message with its `seq`: one allocation, one copy, on the owner core.
+pub fn stamp_room_chat(body: &[u8], seq: u64) -> Bytes {
+    let mut out = BytesMut::with_capacity(body.len() + 32);
+    out.put_slice(body);
+    out.put_slice(b",\"seq\":");
+    out.put_slice(seq.to_string().as_bytes());
+    out.put_slice(b"}\n");
+    out.freeze()
+}
+
+/// `{"type":"chat","senderID":..,"recipientID":..[,"room":..],"content":..,"username":..` with the
+/// object left open for the caller to close.
+fn chat_body(
+    sender: UserId,
+    username: &str,
+    recipient: Option<UserId>,
+    room: Option<&str>,
+    content: JsonString<'_>,
+) -> BytesMut {
     let content = content.json().as_bytes();
-    let mut out = BytesMut::with_capacity(128 + username.len() + content.len());
+    let room_len = room.map_or(0, |room| room.len() + 16);
+    let mut out = BytesMut::with_capacity(160 + username.len() + room_len + content.len());
     out.put_slice(b"{\"type\":\"chat\",\"senderID\":\"");
     out.put_slice(&sender.to_text());
     out.put_slice(b"\",\"recipientID\":\"");
     if let Some(recipient) = recipient {
         out.put_slice(&recipient.to_text());
     }
-    out.put_slice(b"\",\"content\":");
+    out.put_u8(b'"');
+    if let Some(room) = room {
+        out.put_slice(b",\"room\":");
+        put_json_string(&mut out, room);
+    }
+    out.put_slice(b",\"content\":");
     out.put_slice(content);
     out.put_slice(b",\"username\":");
     put_json_string(&mut out, username);
-    out.put_slice(b"}\n");
-    out.freeze()
+    out
 }
 
 #[cfg(test)]
@@ -339,6 +425,18 @@ mod tests {
         assert_eq!(
             &chat(sender, "al\"ice", None, request.content)[..],
             b"{\"type\":\"chat\",\"senderID\":\"0138f2c4-5b1e-8d3a-9f4e-2a6b7c8d9e0f\",\"recipientID\":\"\",\"content\":\"hi\\n\",\"username\":\"al\\\"ice\"}\n"
+        );
+    }
+
+    #[test]
+    fn room_chat_frames_are_exact() {
+        let sender = UserId::parse("0138f2c4-5b1e-8d3a-9f4e-2a6b7c8d9e0f").unwrap();
+        let request = parse_request(br#"{"type":"chat","room":"rust","content":"hi"}"#).unwrap();
+        assert_eq!(request.room.as_deref(), Some("rust"));
+        let body = room_chat_body(sender, "alice", "ru\"st", request.content);
+        assert_eq!(
+            &stamp_room_chat(&body, 42)[..],
+            b"{\"type\":\"chat\",\"senderID\":\"0138f2c4-5b1e-8d3a-9f4e-2a6b7c8d9e0f\",\"recipientID\":\"\",\"room\":\"ru\\\"st\",\"content\":\"hi\",\"username\":\"alice\",\"seq\":42}\n"
         );
     }
 

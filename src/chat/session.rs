@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::chat::directory::{NameError, Registration};
 use crate::chat::protocol::{self, ErrorCode, JsonString, Request};
+use crate::chat::rooms::requests as rooms;
 use crate::chat::shard::{self, Shard};
 use crate::chat::user_id::UserId;
 use crate::net::guards::Verdict;
@@ -53,11 +54,20 @@ pub fn handle_frame(
         "ping" => conn.reply(protocol::pong(request.content)),
         "pong" => {}
         "disconnect" => disconnect(shard, conn, session),
-        kind @ ("chat" | "users") => match session.as_ref() {
-            None => not_connected(conn),
-            Some(session) if kind == "chat" => chat(shard, conn, session, &request),
-            Some(session) => users(shard, conn, session, request.content),
-        },
+        kind @ ("chat" | "users" | "join" | "leave" | "rooms" | "members") => {
+            let Some(session) = session.as_ref() else {
+                return not_connected(conn);
+            };
+            match kind {
+                "chat" if request.room.is_some() => rooms::post(shard, conn, session, &request),
+                "chat" => chat(shard, conn, session, &request),
+                "users" => users(shard, conn, session, request.content),
+                "join" => rooms::join(shard, conn, session, &request),
+                "leave" => rooms::leave(shard, conn, session, &request),
+                "rooms" => rooms::rooms(shard, conn, &request),
+                _ => rooms::members(shard, conn, session, &request),
+            }
+        }
         other => {
             let reason = format!(
                 "unknown type `{}`",
@@ -132,15 +142,8 @@ fn chat(shard: &Shard, conn: &Rc<Connection>, session: &Session, request: &Reque
 }
 
 fn users(shard: &Shard, conn: &Rc<Connection>, session: &Session, content: JsonString<'_>) {
-    let text = content.decode();
-    let offset = if text.is_empty() {
-        Ok(0)
-    } else {
-        text.trim().parse::<usize>()
-    };
-    let Ok(offset) = offset else {
-        let reason = "`users` takes an offset: a non-negative integer as a string";
-        return conn.reply(protocol::error(ErrorCode::InvalidMessage, reason));
+    let Some(offset) = parse_offset(conn, "users", content) else {
+        return;
     };
     let (user_list, user_count) = shard.directory.page(offset, shard.config.user_list_limit);
     conn.reply(protocol::user_list_update(
@@ -149,6 +152,21 @@ fn users(shard: &Shard, conn: &Rc<Connection>, session: &Session, content: JsonS
         &user_list,
         user_count,
     ));
+}
+
+/// The offset a page request (`users`, `rooms`, `members`) carries in its content: empty is 0.
+/// Anything but a non-negative integer gets `INVALID_MESSAGE` and `None`.
+pub fn parse_offset(conn: &Rc<Connection>, kind: &str, content: JsonString<'_>) -> Option<usize> {
+    let text = content.decode();
+    if text.is_empty() {
+        return Some(0);
+    }
+    let offset = text.trim().parse::<usize>().ok();
+    if offset.is_none() {
+        let reason = format!("`{kind}` takes an offset: a non-negative integer as a string");
+        conn.reply(protocol::error(ErrorCode::InvalidMessage, &reason));
+    }
+    offset
 }
 
 fn disconnect(shard: &Shard, conn: &Rc<Connection>, session: &mut Option<Session>) {

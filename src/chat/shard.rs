@@ -15,8 +15,12 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::chat::directory::Directory;
-use crate::chat::presence::PresenceBatch;
+use crate::chat::presence::{PresenceBatch, Scope};
 use crate::chat::protocol::{self, ErrorCode};
+use crate::chat::rooms::directory::RoomDirectory;
+use crate::chat::rooms::local::LocalRooms;
+use crate::chat::rooms::owned::{OwnedRooms, OwnerLimits};
+use crate::chat::rooms::RoomMsg;
 use crate::chat::user_id::UserId;
 use crate::config::Config;
 use crate::hub::{Roster, Router};
@@ -36,6 +40,8 @@ pub enum ShardMsg {
     },
     /// The direct message `from` sent to `recipient` found nobody; tell `from`.
     NotFound { from: UserId, recipient: UserId },
+    /// Rooms: to or from a room's owner core (see [`crate::chat::rooms`]).
+    Room(RoomMsg),
 }
 
 pub struct Shard {
@@ -44,8 +50,14 @@ pub struct Shard {
     /// Unique usernames server-wide; locked at login, logout, `users` pages and presence ticks.
     pub directory: Arc<Directory>,
     pub router: Router<ShardMsg>,
+    /// Every room server-wide with its member count; locked at joins, leaves and `rooms` pages.
+    pub room_directory: Arc<RoomDirectory>,
     /// Logged-in users of this core, by userID.
     lobby: RefCell<Roster<UserId>>,
+    /// This core's members of each room, and each of its users' rooms.
+    pub(crate) rooms: RefCell<LocalRooms>,
+    /// The rooms this core owns: their seq, history and member lists.
+    pub(crate) owned: RefCell<OwnedRooms>,
     presence: RefCell<PresenceBatch>,
     /// When this core last sent a presence frame: counts-only frames wait a longer interval.
     presence_sent: Cell<Instant>,
@@ -56,15 +68,25 @@ impl Shard {
         id: usize,
         config: Arc<Config>,
         directory: Arc<Directory>,
+        room_directory: Arc<RoomDirectory>,
         router: Router<ShardMsg>,
     ) -> Shard {
+        let owned = OwnedRooms::new(
+            id,
+            router.cores(),
+            OwnerLimits::new(&config),
+            room_directory.clone(),
+        );
         Shard {
             id,
             presence: RefCell::new(PresenceBatch::new(config.presence_names)),
             config,
             directory,
+            room_directory,
             router,
             lobby: RefCell::default(),
+            rooms: RefCell::default(),
+            owned: RefCell::new(owned),
             presence_sent: Cell::new(Instant::now()),
         }
     }
@@ -75,10 +97,16 @@ impl Shard {
         self.presence.borrow_mut().joined(user_id, username);
     }
 
-    /// Takes `user_id` out of the lobby, and announces the leave.
-    pub fn remove_member(&self, user_id: UserId, username: &str) {
+    /// Takes `user_id` out of the lobby and out of every room, and announces the leave.
+    pub fn remove_member(&self, user_id: UserId, username: &Arc<str>) {
         self.lobby.borrow_mut().remove(user_id);
         self.presence.borrow_mut().left(user_id, username);
+        self.leave_all_rooms(user_id, username);
+    }
+
+    /// The connection of a logged-in user of this core.
+    pub(crate) fn user_connection(&self, user_id: UserId) -> Option<Rc<Connection>> {
+        self.lobby.borrow().get(user_id).cloned()
     }
 
     /// A frame for every logged-in user of every core except the connection `except`.
@@ -104,12 +132,20 @@ impl Shard {
             ShardMsg::Broadcast(frame) => self.lobby.borrow().fan_out(&OutFrame::new(frame), None),
             ShardMsg::Direct { to, from, frame } => self.deliver_direct(from, to, frame),
             ShardMsg::NotFound { from, recipient } => self.report_not_found(from, recipient),
+            ShardMsg::Room(msg) => self.handle_room(msg),
         }
     }
 
+    /// Called every `--presence-interval`: sends the presence that is due, the lobby's and that of
+    /// the rooms this core owns, and drops rooms idle past `--room-idle-ttl`.
+    pub fn tick(&self) {
+        self.tick_lobby_presence();
+        self.tick_rooms();
+    }
+
     /// Sends this core's presence frame if anything changed, at most once per
-    /// `--presence-count-interval` when it can carry counts only. Called every `--presence-interval`.
-    pub fn tick_presence(&self) {
+    /// `--presence-count-interval` when it can carry counts only.
+    fn tick_lobby_presence(&self) {
         if self.presence.borrow().is_empty() {
             return;
         }
@@ -122,15 +158,14 @@ impl Shard {
         let frame = self
             .presence
             .borrow_mut()
-            .take_frame(user_count, self.config.presence_limit);
+            .take_frame(Scope::Lobby { user_count }, self.config.presence_limit);
         if let Some(frame) = frame {
             self.broadcast(frame, None);
         }
     }
 
     fn deliver_direct(&self, from: UserId, to: UserId, frame: Bytes) {
-        let recipient = self.lobby.borrow().get(to).cloned();
-        match recipient {
+        match self.user_connection(to) {
             Some(conn) => conn.reply(frame),
             None => self.report_not_found(from, to),
         }
@@ -142,8 +177,7 @@ impl Shard {
                 .router
                 .send(from.core(), ShardMsg::NotFound { from, recipient });
         }
-        let sender = self.lobby.borrow().get(from).cloned();
-        if let Some(conn) = sender {
+        if let Some(conn) = self.user_connection(from) {
             conn.reply(user_not_found(&recipient.to_string()));
         }
     }

@@ -196,7 +196,8 @@ pub async fn run(core: Rc<Core>, listener: TcpListener, inbox: Inbox<ShardMsg>) 
     core.shard.router.settle().await;
 }
 
-/// Sends the shard's coalesced presence every `--presence-interval` while the core takes input.
+/// Ticks the shard (coalesced presence, idle rooms) every `--presence-interval` while the core
+/// takes input.
 async fn presence_ticker(core: Rc<Core>) {
     let mut interval = tokio::time::interval(core.config.presence_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -205,7 +206,7 @@ async fn presence_ticker(core: Rc<Core>) {
         if !core.takes_input() {
             return;
         }
-        core.shard.tick_presence();
+        core.shard.tick();
     }
 }
 

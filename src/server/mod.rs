@@ -20,6 +20,7 @@ use std::thread::JoinHandle;
 use self::core::Core;
 use crate::chat::directory::Directory;
 use crate::chat::protocol::{self, ErrorCode};
+use crate::chat::rooms::directory::RoomDirectory;
 use crate::chat::{Shard, ShardMsg};
 use crate::config::{Config, RING_CQ_ENTRIES};
 use crate::hub::router::INBOX_BATCHES;
@@ -75,6 +76,7 @@ impl Server {
         }
         let shared = Shared {
             directory: Arc::new(Directory::default()),
+            rooms: Arc::new(RoomDirectory::new(config.max_rooms)),
             admission: Arc::new(Admission::new(
                 config.max_connections,
                 config.max_connections_per_ip,
@@ -151,6 +153,7 @@ impl Server {
 #[derive(Clone)]
 struct Shared {
     directory: Arc<Directory>,
+    rooms: Arc<RoomDirectory>,
     admission: Arc<Admission>,
 }
 
@@ -190,7 +193,8 @@ fn run_core(
                 "you did not read fast enough: your outbound queue passed its bound",
             ),
         );
-        let shard = Shard::new(id, config.clone(), shared.directory, Router::new(id, peers));
+        let router = Router::new(id, peers);
+        let shard = Shard::new(id, config.clone(), shared.directory, shared.rooms, router);
         core::run(Core::new(config, shard, sockets), listener, inbox).await;
     });
     Ok(())

@@ -307,3 +307,47 @@ pub fn user_count(client: &mut Client) -> u64 {
     assert_eq!(reply["type"], "user_list_update", "{reply}");
     content_of(&reply)["userCount"].as_u64().unwrap()
 }
+
+/// Room (protocol v1.1) requests.
+impl Client {
+    /// Joins `room` (replaying after `since` if given) and returns the join_response's content.
+    /// Room chat that arrives first (a rejoin while others post) is returned in `early`.
+    pub fn join(&mut self, room: &str, since: Option<u64>) -> Value {
+        self.join_collecting(room, since, &mut Vec::new())
+    }
+
+    pub fn join_collecting(
+        &mut self,
+        room: &str,
+        since: Option<u64>,
+        early: &mut Vec<Value>,
+    ) -> Value {
+        let mut request = serde_json::json!({"type": "join", "room": room});
+        if let Some(since) = since {
+            request["since"] = Value::String(since.to_string());
+        }
+        self.send(&request.to_string());
+        loop {
+            let frame = self.next_reply();
+            if frame["type"] == "join_response" {
+                assert_eq!(frame["room"], room, "{frame}");
+                return content_of(&frame);
+            }
+            assert_eq!(frame["type"], "chat", "expected join_response, got {frame}");
+            early.push(frame);
+        }
+    }
+
+    pub fn post(&mut self, room: &str, text: &str) {
+        let request = serde_json::json!({"type": "chat", "room": room, "content": text});
+        self.send(&request.to_string());
+    }
+
+    /// The next room chat frame; panics on anything else but presence.
+    pub fn next_room_chat(&mut self) -> Value {
+        let frame = self.next_reply();
+        assert_eq!(frame["type"], "chat", "{frame}");
+        assert!(frame["room"].is_string(), "a room message: {frame}");
+        frame
+    }
+}
