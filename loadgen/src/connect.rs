@@ -1,4 +1,5 @@
-//! Phase 1: one client's TCP connect and login (uring-chat `connect`, or Redis `SUBSCRIBE`).
+//! Phase 1: one client's TCP connect and login (uring-chat `connect`, then `join` with `--rooms`;
+//! or Redis `SUBSCRIBE`).
 //!
 //! Login replies are parsed with serde_json: it happens once per client, unlike deliveries.
 
@@ -17,8 +18,8 @@ use tokio::net::{TcpSocket, TcpStream};
 pub enum Login {
     /// uring-chat `{"type":"connect","content":NAME}`.
     Chat { name: String },
-    /// Redis `SUBSCRIBE channel`.
-    Subscribe { channel: String },
+    /// Redis `SUBSCRIBE channel...` (one channel, or the client's rooms).
+    Subscribe { channels: Vec<String> },
     /// Nothing (a Redis publishing connection).
     None,
 }
@@ -28,8 +29,10 @@ pub struct Established {
     pub stream: TcpStream,
     /// Bytes read after the login reply (e.g. a first presence frame), to be processed as deliveries.
     pub leftover: Vec<u8>,
-    /// The userID (uring-chat) or the subscribed channel (Redis).
+    /// The userID (uring-chat) or the (first) subscribed channel (Redis).
     pub id: String,
+    /// uring-chat rooms joined, each with its seq at join time (empty without `--rooms`).
+    pub rooms: Vec<(u32, u64)>,
 }
 
 /// Why a client did not get in.
@@ -50,14 +53,16 @@ impl From<io::Error> for ConnectError {
     }
 }
 
-/// Connects (from `source` if given) and logs in, within `timeout`.
+/// Connects (from `source` if given) and logs in, then (uring-chat) joins the rooms `join`, all
+/// within `timeout`. Redis subscribes to its rooms through its `Login` instead.
 pub async fn connect(
     target: SocketAddr,
     source: Option<Ipv4Addr>,
     login: &Login,
+    join: &[u32],
     timeout: Duration,
 ) -> Result<Established, ConnectError> {
-    match tokio::time::timeout(timeout, connect_inner(target, source, login)).await {
+    match tokio::time::timeout(timeout, connect_inner(target, source, login, join)).await {
         Ok(r) => r,
         Err(_) => Err(ConnectError::Failed(format!(
             "connect + login took longer than {timeout:?}"
@@ -69,6 +74,7 @@ async fn connect_inner(
     target: SocketAddr,
     source: Option<Ipv4Addr>,
     login: &Login,
+    join: &[u32],
 ) -> Result<Established, ConnectError> {
     let socket = TcpSocket::new_v4()?;
     if let Some(ip) = source {
@@ -94,15 +100,20 @@ async fn connect_inner(
             stream,
             leftover: Vec::new(),
             id: String::new(),
+            rooms: Vec::new(),
         }),
         Login::Chat { name } => {
             let frame = format!("{{\"type\":\"connect\",\"content\":{}}}\n", json_str(name));
             stream.write_all(frame.as_bytes()).await?;
-            chat_login_reply(stream).await
+            let mut est = chat_login_reply(stream).await?;
+            if !join.is_empty() {
+                crate::join::join(&mut est, join).await?;
+            }
+            Ok(est)
         }
-        Login::Subscribe { channel } => {
-            stream.write_all(&redis::subscribe(channel)).await?;
-            redis_login_reply(stream, channel).await
+        Login::Subscribe { channels } => {
+            stream.write_all(&redis::subscribe_all(channels)).await?;
+            redis_login_reply(stream, channels).await
         }
     }
 }
@@ -143,6 +154,7 @@ async fn chat_login_reply(mut stream: TcpStream) -> Result<Established, ConnectE
                     stream,
                     leftover,
                     id,
+                    rooms: Vec::new(),
                 });
             }
         }
@@ -181,11 +193,13 @@ fn login_line(line: &[u8]) -> Option<Result<String, ConnectError>> {
     }
 }
 
+/// Waits for one `subscribe` confirmation per channel.
 async fn redis_login_reply(
     mut stream: TcpStream,
-    channel: &str,
+    channels: &[String],
 ) -> Result<Established, ConnectError> {
     let mut buf = LineBuffer::new(1024, 1 << 20);
+    let mut pending = channels.len();
     loop {
         let spare = buf
             .spare()
@@ -201,7 +215,10 @@ async fn redis_login_reply(
                 Ok(None) => break,
                 Ok(Some((used, reply))) => {
                     let done = match reply {
-                        redis::Reply::Subscribed => true,
+                        redis::Reply::Subscribed => {
+                            pending = pending.saturating_sub(1);
+                            pending == 0
+                        }
                         redis::Reply::Error(e) => {
                             return Err(ConnectError::Failed(format!(
                                 "SUBSCRIBE refused: {}",
@@ -215,7 +232,8 @@ async fn redis_login_reply(
                         return Ok(Established {
                             stream,
                             leftover: buf.data().to_vec(),
-                            id: channel.to_string(),
+                            id: channels.first().cloned().unwrap_or_default(),
+                            rooms: Vec::new(),
                         });
                     }
                 }

@@ -7,6 +7,7 @@
 
 pub mod clock;
 pub mod connect;
+pub mod join;
 pub mod limits;
 pub mod options;
 pub mod plot;
@@ -15,6 +16,9 @@ pub mod publish;
 pub mod receive;
 pub mod redis;
 pub mod report;
+pub mod room_order;
+pub mod room_wire;
+pub mod rooms;
 mod run;
 pub mod stamp;
 pub mod stats;

@@ -1,6 +1,7 @@
 //! Command-line options. `Options` is both the clap parser and the input of [`crate::run`], so
 //! tests build it with `Options::try_parse_from` exactly as a user would type it.
 
+use crate::Error;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -120,6 +121,13 @@ pub struct Options {
     /// broadcast or direct.
     #[arg(long, value_enum, default_value_t = Pattern::Broadcast)]
     pub pattern: Pattern,
+    /// Rooms `room-0`..`room-{N-1}` (0: off). Clients join them round robin, every message goes
+    /// into a random room and reaches its members (uring-chat: the sender too).
+    #[arg(long, default_value_t = 0)]
+    pub rooms: usize,
+    /// Rooms each client joins (with --rooms): client i is in rooms (i*K + j) mod N, j in 0..K.
+    #[arg(long, default_value_t = 1)]
+    pub rooms_per_client: usize,
     /// uring-chat or redis.
     #[arg(long, value_enum, default_value_t = Protocol::UringChat)]
     pub protocol: Protocol,
@@ -170,6 +178,60 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options::try_parse_from(["loadgen"]).expect("defaults parse")
+    }
+}
+
+impl Options {
+    /// Refuses options that cannot work together, before anything connects.
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        let o = self;
+        let bad = |m: &str| Err(Error::Config(m.to_string()));
+        if !o.host.is_loopback() {
+            return bad("only loopback targets (127.0.0.0/8) may be loaded from this tool");
+        }
+        if o.clients == 0 || o.senders == 0 || o.threads == 0 {
+            return bad("--clients, --senders and --threads must be at least 1");
+        }
+        if !(o.rate > 0.0 && o.rate.is_finite()) {
+            return bad("--rate must be a positive number of messages per second");
+        }
+        if !(0.0..100.0).contains(&o.slow_clients) {
+            return bad("--slow-clients is a percentage below 100");
+        }
+        if o.duration.is_zero() {
+            return bad("--duration must be positive");
+        }
+        if o.connect_concurrency == 0 {
+            return bad("--connect-concurrency must be at least 1");
+        }
+        let fast = o.clients - o.slow_count();
+        if o.protocol == Protocol::UringChat && o.senders > fast {
+            return bad(
+                "--senders are among the clients that read: more senders than such clients",
+            );
+        }
+        // A room message comes back to its sender, so one reading client is enough there.
+        if o.pattern == Pattern::Broadcast
+            && o.protocol == Protocol::UringChat
+            && o.rooms == 0
+            && fast < 2
+        {
+            return bad("a broadcast needs at least two reading clients");
+        }
+        crate::rooms::validate(o).map_err(Error::Config)?;
+        if let Some(pid) = o.server_pid {
+            crate::limits::proc_cpu_ns(pid).map_err(|e| {
+                Error::Config(format!(
+                    "--server-pid {pid}: cannot read /proc/{pid}/stat: {e}"
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// How many clients are slow: the last `--slow-clients` percent.
+    pub fn slow_count(&self) -> usize {
+        ((self.clients as f64) * self.slow_clients / 100.0).round() as usize
     }
 }
 

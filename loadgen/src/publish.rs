@@ -11,8 +11,10 @@
 use crate::clock::{Clock, Rng, Schedule};
 use crate::options::{Pattern, Protocol};
 use crate::redis;
+use crate::room_wire::encode_post;
+use crate::rooms::RoomSend;
 use crate::stamp::{write_payload, Stamp};
-use crate::stats::{new_histogram, Window};
+use crate::stats::{new_histogram, Window, FANOUT_MAX_MESSAGES};
 use crate::worker::Writer;
 use hdrhistogram::Histogram;
 use std::sync::mpsc;
@@ -37,6 +39,8 @@ pub struct SenderSet {
     pub seed: u64,
     /// Least time between two wake-ups of the sender thread (`--send-tick`).
     pub tick: Duration,
+    /// With `--rooms`: every message goes into a random room, from a sender allowed to post there.
+    pub rooms: Option<RoomSend>,
 }
 
 /// One round of sending.
@@ -55,6 +59,18 @@ pub struct RoundResult {
     /// How late each message left: write completion minus intended time.
     pub lag: Histogram<u64>,
     pub errors: Vec<String>,
+    /// With `--rooms`: what the measured messages were expected to reach.
+    pub rooms: Option<RoomTally>,
+}
+
+/// Deliveries expected of a round's room messages: each reaches the reading members its room
+/// had when it was sent.
+pub struct RoomTally {
+    /// Over the measured messages that were written.
+    pub expected: u64,
+    /// Per measured message (index `g - window.start`), its room's members; empty above
+    /// `FANOUT_MAX_MESSAGES`, like the fan-out record it completes.
+    pub per_message: Vec<u32>,
 }
 
 /// The running sender thread.
@@ -132,15 +148,27 @@ async fn run_round(set: &SenderSet, round: &Round, rng: &mut Rng) -> RoundResult
     let sched = round.schedule;
     let clock = set.clock;
     let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); s];
-    let mut counts = vec![(0u64, 0u64); s];
+    // Per sender in this wake-up: messages, measured messages, deliveries expected of them.
+    let mut counts = vec![(0u64, 0u64, 0u64); s];
+    // The senders with something to write, so thousands of room senders cost nothing idle.
+    let mut touched: Vec<usize> = Vec::new();
     let mut dead = vec![false; s];
     let mut scratch = Vec::new();
+    let window = round.window;
     let mut res = RoundResult {
         sent: 0,
         sent_measured: 0,
         failed: 0,
         lag: new_histogram(),
         errors: Vec::new(),
+        rooms: set.rooms.as_ref().map(|_| RoomTally {
+            expected: 0,
+            per_message: if window.len() <= FANOUT_MAX_MESSAGES {
+                vec![0; window.len() as usize]
+            } else {
+                Vec::new()
+            },
+        }),
     };
     let tick = set.tick.as_nanos() as u64;
     let mut next = sched.first;
@@ -155,7 +183,19 @@ async fn run_round(set: &SenderSet, round: &Round, rng: &mut Rng) -> RoundResult
         woke = now;
         let upto = sched.due_until(next, now).clamp(next + 1, next + MAX_BATCH);
         for g in next..upto {
-            let who = (g % s as u64) as usize;
+            let (who, room) = match &set.rooms {
+                None => ((g % s as u64) as usize, None),
+                Some(rs) => {
+                    let (who, room) = rs.pick(g, s, rng);
+                    (who, Some((room, rs.plan.members(room))))
+                }
+            };
+            let measured = window.contains(g);
+            if let (Some((_, m)), Some(t), true) = (room, &mut res.rooms, measured) {
+                if let Some(slot) = t.per_message.get_mut((g - window.start) as usize) {
+                    *slot = m;
+                }
+            }
             if dead[who] {
                 res.failed += 1;
                 continue;
@@ -165,14 +205,27 @@ async fn run_round(set: &SenderSet, round: &Round, rng: &mut Rng) -> RoundResult
                 seq: g,
                 intended_ns: sched.intended(g),
             };
-            encode(&mut bufs[who], &mut scratch, set, stamp, rng);
-            counts[who].0 += 1;
-            counts[who].1 += round.window.contains(g) as u64;
-        }
-        for who in 0..s {
             if bufs[who].is_empty() {
-                continue;
+                touched.push(who);
             }
+            match room {
+                None => encode(&mut bufs[who], &mut scratch, set, stamp, rng),
+                Some((r, _)) => encode_post(
+                    &mut bufs[who],
+                    &mut scratch,
+                    set.protocol,
+                    r,
+                    stamp,
+                    set.size,
+                ),
+            }
+            counts[who].0 += 1;
+            counts[who].1 += measured as u64;
+            counts[who].2 += room.map_or(0, |(_, m)| m as u64) * measured as u64;
+        }
+        // Ascending sender order, as the writes always went.
+        touched.sort_unstable();
+        for &who in &touched {
             let ok = {
                 let mut w = set.writers[who].lock().await;
                 w.write_all(&bufs[who]).await
@@ -181,6 +234,9 @@ async fn run_round(set: &SenderSet, round: &Round, rng: &mut Rng) -> RoundResult
                 Ok(()) => {
                     res.sent += counts[who].0;
                     res.sent_measured += counts[who].1;
+                    if let Some(t) = &mut res.rooms {
+                        t.expected += counts[who].2;
+                    }
                 }
                 Err(e) => {
                     dead[who] = true;
@@ -189,8 +245,9 @@ async fn run_round(set: &SenderSet, round: &Round, rng: &mut Rng) -> RoundResult
                 }
             }
             bufs[who].clear();
-            counts[who] = (0, 0);
+            counts[who] = (0, 0, 0);
         }
+        touched.clear();
         let sent_at = clock.now_ns();
         for g in next..upto {
             res.lag

@@ -3,6 +3,8 @@
 
 use crate::clock::Clock;
 use crate::redis;
+use crate::room_order::{self, RoomSeqs};
+use crate::rooms::Membership;
 use crate::stamp::{parse_stamp, scan_line, Frame, LineBuffer};
 use crate::stats::{SeqTracker, ThreadStats};
 use crate::worker::{Shared, Writer};
@@ -45,8 +47,16 @@ async fn fill(rd: &mut OwnedReadHalf, buf: &mut LineBuffer, ctx: &Ctx) -> bool {
     }
 }
 
-/// A uring-chat client: measures chat frames, answers pings, counts error frames.
-pub async fn chat(mut rd: OwnedReadHalf, writer: Writer, leftover: Vec<u8>, ctx: Rc<Ctx>) {
+/// A uring-chat client: measures chat frames, answers pings, counts error frames. With rooms,
+/// `seqs` checks each room's order and `_member` counts the client in its rooms until it closes.
+pub async fn chat(
+    mut rd: OwnedReadHalf,
+    writer: Writer,
+    leftover: Vec<u8>,
+    ctx: Rc<Ctx>,
+    mut seqs: Option<RoomSeqs>,
+    _member: Option<Membership>,
+) {
     let mut buf = LineBuffer::new(ctx.read_buffer, MAX_FRAME);
     buf.extend(&leftover);
     let mut order = SeqTracker::new(ctx.senders);
@@ -62,8 +72,18 @@ pub async fn chat(mut rd: OwnedReadHalf, writer: Writer, leftover: Vec<u8>, ctx:
         {
             let mut st = ctx.stats.borrow_mut();
             buf.drain_lines(|line| match scan_line(line) {
-                Frame::Chat(s) => measured += st.record(s, now, &mut order) as u64,
-                Frame::Foreign => st.foreign += 1,
+                Frame::Chat(s) => {
+                    measured += match &mut seqs {
+                        None => st.record(s, now, &mut order),
+                        Some(seqs) => room_order::record(&mut st, seqs, line, s, now),
+                    } as u64
+                }
+                Frame::Foreign => {
+                    if let Some(seqs) = &mut seqs {
+                        seqs.skip(line);
+                    }
+                    st.foreign += 1
+                }
                 Frame::Ping => pong = true,
                 Frame::Error(code) => st.count_error(code),
                 Frame::Other => {}
@@ -84,12 +104,14 @@ pub async fn chat(mut rd: OwnedReadHalf, writer: Writer, leftover: Vec<u8>, ctx:
 
 /// A Redis connection: a subscriber measures `message` pushes; a publisher only drains replies.
 /// The task holds the write half too: dropping it would send FIN and Redis would close the socket.
+/// Rooms need no seq here (Redis has none): order is checked per publisher as without rooms.
 pub async fn redis(
     mut rd: OwnedReadHalf,
     _writer: Writer,
     leftover: Vec<u8>,
     ctx: Rc<Ctx>,
     publisher: bool,
+    _member: Option<Membership>,
 ) {
     let mut buf = LineBuffer::new(ctx.read_buffer, MAX_FRAME);
     buf.extend(&leftover);

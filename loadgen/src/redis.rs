@@ -4,6 +4,8 @@
 //! subscribes to a channel of its own and senders publish to a random client's channel. A connection
 //! in subscribe mode cannot PUBLISH (RESP2), so in this mode the senders are extra connections that
 //! do not subscribe: a broadcast reaches all N clients (uring-chat: N - 1, the sender excluded).
+//! Rooms (`--rooms`): a room is the channel `room-<r>`, each client subscribes to its rooms'
+//! channels, and publishers publish into a random one.
 
 /// The channel every client subscribes to for `broadcast`.
 pub fn broadcast_channel(run_id: &str) -> String {
@@ -17,9 +19,18 @@ pub fn client_channel(run_id: &str, idx: usize) -> String {
 
 /// `SUBSCRIBE channel` as a RESP array.
 pub fn subscribe(channel: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(32 + channel.len());
-    out.extend_from_slice(b"*2\r\n$9\r\nSUBSCRIBE\r\n");
-    push_bulk(&mut out, channel.as_bytes());
+    subscribe_all(&[channel.to_string()])
+}
+
+/// `SUBSCRIBE ch1 ch2 ...` as one RESP array (Redis confirms each channel separately).
+pub fn subscribe_all(channels: &[String]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + channels.iter().map(|c| c.len() + 8).sum::<usize>());
+    out.push(b'*');
+    out.extend_from_slice((channels.len() + 1).to_string().as_bytes());
+    out.extend_from_slice(b"\r\n$9\r\nSUBSCRIBE\r\n");
+    for c in channels {
+        push_bulk(&mut out, c.as_bytes());
+    }
     out
 }
 

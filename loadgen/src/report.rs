@@ -17,6 +17,9 @@ pub struct Report {
     pub target: String,
     pub clients: u64,
     pub senders: u64,
+    /// `--rooms` (0: off) and rooms per client (0 when off).
+    pub rooms: u64,
+    pub rooms_per_client: u64,
     pub slow_clients: u64,
     pub threads: u64,
     pub size: u64,
@@ -32,6 +35,8 @@ pub struct Report {
     pub lost: u64,
     pub duplicated: u64,
     pub out_of_order: u64,
+    /// uring-chat rooms: deliveries whose room seq skipped past the next one; null elsewhere.
+    pub order_violations: Option<u64>,
     pub deliveries_per_sec: f64,
     pub latency_us: Latency,
     pub fanout_us: Option<Fanout>,
@@ -179,6 +184,15 @@ impl Report {
             self.size,
             self.threads
         );
+        if self.rooms > 0 {
+            let _ = writeln!(
+                s,
+                "{} rooms, {} per client (about {:.0} members each)",
+                self.rooms,
+                self.rooms_per_client,
+                (self.clients * self.rooms_per_client) as f64 / self.rooms as f64
+            );
+        }
         let _ = writeln!(
             s,
             "rate {} msg/s for {:.1} s after {:.1} s warmup, sender tick {} ms",
@@ -203,6 +217,9 @@ impl Report {
             self.duplicated,
             self.out_of_order
         );
+        if let Some(v) = self.order_violations {
+            let _ = writeln!(s, "room order violations (seq gaps) {v}");
+        }
         let _ = writeln!(s, "deliveries/s {:.0}", self.deliveries_per_sec);
         let l = &self.latency_us;
         let _ = writeln!(

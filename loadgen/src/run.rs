@@ -9,6 +9,7 @@ use crate::progress::Progress;
 use crate::publish::{self, SenderSet};
 use crate::redis;
 use crate::report::{ConnectReport, FindMax, Report};
+use crate::rooms::{self, RoomSend, Rooms};
 use crate::stats::{new_histogram, ThreadStats, Window};
 use crate::summary::{self, step, RoundData};
 use crate::worker::{self, ClientSpec, Cmd, Reply, Role, Shared, WorkerConfig, Writer};
@@ -27,7 +28,7 @@ const ROUND_LEAD: Duration = Duration::from_millis(20);
 
 /// Runs the whole measurement described by `opts` and returns its report.
 pub fn run(opts: &Options) -> Result<Report, Error> {
-    validate(opts)?;
+    opts.validate()?;
     let mut session = Session::start(opts)?;
     let result = session.measure();
     let slow_disconnected = session.shutdown();
@@ -47,47 +48,6 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
         crate::plot::write(path, &title, &series)?;
     }
     Ok(report)
-}
-
-fn validate(o: &Options) -> Result<(), Error> {
-    let bad = |m: &str| Err(Error::Config(m.to_string()));
-    if !o.host.is_loopback() {
-        return bad("only loopback targets (127.0.0.0/8) may be loaded from this tool");
-    }
-    if o.clients == 0 || o.senders == 0 || o.threads == 0 {
-        return bad("--clients, --senders and --threads must be at least 1");
-    }
-    if !(o.rate > 0.0 && o.rate.is_finite()) {
-        return bad("--rate must be a positive number of messages per second");
-    }
-    if !(0.0..100.0).contains(&o.slow_clients) {
-        return bad("--slow-clients is a percentage below 100");
-    }
-    if o.duration.is_zero() {
-        return bad("--duration must be positive");
-    }
-    if o.connect_concurrency == 0 {
-        return bad("--connect-concurrency must be at least 1");
-    }
-    let fast = o.clients - slow_count(o);
-    if o.protocol == Protocol::UringChat && o.senders > fast {
-        return bad("--senders are among the clients that read: more senders than such clients");
-    }
-    if o.pattern == Pattern::Broadcast && o.protocol == Protocol::UringChat && fast < 2 {
-        return bad("a broadcast needs at least two reading clients");
-    }
-    if let Some(pid) = o.server_pid {
-        limits::proc_cpu_ns(pid).map_err(|e| {
-            Error::Config(format!(
-                "--server-pid {pid}: cannot read /proc/{pid}/stat: {e}"
-            ))
-        })?;
-    }
-    Ok(())
-}
-
-pub(crate) fn slow_count(o: &Options) -> usize {
-    ((o.clients as f64) * o.slow_clients / 100.0).round() as usize
 }
 
 struct Worker {
@@ -132,18 +92,21 @@ impl<'a> Session<'a> {
             "{:x}",
             (std::process::id() as u64) << 24 ^ (clock_seed() & 0xff_ffff)
         );
-        let slow = slow_count(o);
+        let slow = o.slow_count();
         let fast = o.clients - slow;
+        let plan = (o.rooms > 0).then(|| Rooms::new(o.rooms as u32, o.rooms_per_client as u32));
         let mut specs = Vec::with_capacity(o.clients + extra);
         for i in 0..o.clients {
+            let my_rooms = plan.as_ref().map_or_else(Vec::new, |p| p.of_client(i));
             let login = match o.protocol {
                 Protocol::UringChat => Login::Chat {
                     name: format!("lg{run_id}-{i}"),
                 },
                 Protocol::Redis => Login::Subscribe {
-                    channel: match o.pattern {
-                        Pattern::Broadcast => redis::broadcast_channel(&run_id),
-                        Pattern::Direct => redis::client_channel(&run_id, i),
+                    channels: match o.pattern {
+                        _ if plan.is_some() => my_rooms.iter().map(|&r| rooms::name(r)).collect(),
+                        Pattern::Broadcast => vec![redis::broadcast_channel(&run_id)],
+                        Pattern::Direct => vec![redis::client_channel(&run_id, i)],
                     },
                 },
             };
@@ -157,6 +120,7 @@ impl<'a> Session<'a> {
                 login,
                 source: (!sources.is_empty()).then(|| sources[i % sources.len()]),
                 sends: o.protocol == Protocol::UringChat && i < o.senders,
+                rooms: my_rooms,
             });
         }
         for j in 0..extra {
@@ -167,6 +131,7 @@ impl<'a> Session<'a> {
                 login: Login::None,
                 source: (!sources.is_empty()).then(|| sources[i % sources.len()]),
                 sends: true,
+                rooms: Vec::new(),
             });
         }
         let total = specs.len() as u64;
@@ -179,6 +144,7 @@ impl<'a> Session<'a> {
             read_buffer: o.read_buffer,
             clock,
             handshakes: Arc::new(tokio::sync::Semaphore::new(o.connect_concurrency)),
+            rooms: plan.clone(),
         });
         let mut shards: Vec<Vec<ClientSpec>> = vec![Vec::new(); o.threads];
         for s in specs {
@@ -311,6 +277,13 @@ impl<'a> Session<'a> {
             clock,
             seed: clock_seed(),
             tick: o.send_tick,
+            rooms: plan.map(|plan| RoomSend {
+                senders: match o.protocol {
+                    Protocol::UringChat => plan.senders_by_room(o.senders),
+                    Protocol::Redis => Vec::new(),
+                },
+                plan,
+            }),
         })?;
         session.cpu_clocks.push(sender.cpu_clock);
         session.sender = Some(sender);
@@ -396,7 +369,9 @@ impl<'a> Session<'a> {
         self.next_seq = window.end;
         self.broadcast_cmd(|| Cmd::Begin(window));
         let alive = self.readers.saturating_sub(self.disconnected());
+        // With rooms the sender thread tallies each message's room instead.
         let per_message = match (o.pattern, o.protocol) {
+            _ if o.rooms > 0 => 0,
             (Pattern::Direct, _) => 1,
             (Pattern::Broadcast, Protocol::UringChat) => alive.saturating_sub(1),
             (Pattern::Broadcast, Protocol::Redis) => alive,
@@ -429,7 +404,10 @@ impl<'a> Session<'a> {
             .results
             .recv()
             .map_err(|_| Error::Io(std::io::Error::other("sender thread died")))?;
-        let expected = sent.sent_measured * per_message;
+        let expected = sent
+            .rooms
+            .as_ref()
+            .map_or(sent.sent_measured * per_message, |t| t.expected);
 
         // Drain: until everything expected arrived, nothing new for --drain-quiet, or --drain-timeout.
         let drain_t0 = Instant::now();

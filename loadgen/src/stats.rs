@@ -45,6 +45,8 @@ pub struct ThreadStats {
     pub received: u64,
     pub duplicated: u64,
     pub out_of_order: u64,
+    /// Room seq gaps (uring-chat rooms): deliveries whose seq skipped past the next one.
+    pub order_violations: u64,
     /// Per measured message: the latest delivery latency seen on this thread, and how many deliveries.
     pub fanout: Vec<(u64, u32)>,
     /// Error frames by code.
@@ -66,6 +68,7 @@ impl ThreadStats {
             received: 0,
             duplicated: 0,
             out_of_order: 0,
+            order_violations: 0,
             fanout,
             errors: BTreeMap::new(),
             foreign: 0,
@@ -75,6 +78,11 @@ impl ThreadStats {
     /// Records one delivery received at `now_ns`; returns whether it counted as a measured delivery.
     pub fn record(&mut self, stamp: Stamp, now_ns: u64, order: &mut SeqTracker) -> bool {
         let verdict = order.observe(stamp.sender, stamp.seq);
+        self.count(stamp, now_ns, verdict)
+    }
+
+    /// Records one delivery whose order verdict is already known (rooms judge by the room's seq).
+    pub fn count(&mut self, stamp: Stamp, now_ns: u64, verdict: Order) -> bool {
         if !self.window.contains(stamp.seq) {
             return false;
         }
@@ -84,6 +92,7 @@ impl ThreadStats {
                 return false;
             }
             Order::OutOfOrder => self.out_of_order += 1,
+            Order::Gap => self.order_violations += 1,
             Order::InOrder => {}
         }
         self.received += 1;
@@ -110,6 +119,7 @@ impl ThreadStats {
         self.received += other.received;
         self.duplicated += other.duplicated;
         self.out_of_order += other.out_of_order;
+        self.order_violations += other.order_violations;
         self.foreign += other.foreign;
         if self.fanout.len() == other.fanout.len() {
             for (a, b) in self.fanout.iter_mut().zip(&other.fanout) {
@@ -133,6 +143,8 @@ pub enum Order {
     Duplicate,
     /// Older than the last one seen.
     OutOfOrder,
+    /// Past the next one expected: messages in between were skipped (room seq only).
+    Gap,
 }
 
 /// Last sequence number seen per sender, on one receiving connection. A dense vector for the usual

@@ -31,11 +31,18 @@ pub(crate) fn build(
     let lost = d.expected.saturating_sub(st.received);
     let duration_s = d.window.len() as f64 / d.rate;
     let latency = Latency::from_ns(&st.latency);
-    let fanout = (st.fanout.len() as u64 == d.window.len() && d.per_message > 0).then(|| {
+    // Recipients each measured message needed: one figure for all, or its room's members.
+    let room_needs = d.sent.rooms.as_ref().map(|t| &t.per_message);
+    let tracked = match room_needs {
+        None => d.per_message > 0,
+        Some(v) => v.len() == st.fanout.len(),
+    };
+    let fanout = (st.fanout.len() as u64 == d.window.len() && tracked).then(|| {
         let mut h = new_histogram();
         let mut incomplete = 0;
-        for &(max, n) in &st.fanout {
-            if n as u64 >= d.per_message {
+        for (i, &(max, n)) in st.fanout.iter().enumerate() {
+            let needed = room_needs.map_or(d.per_message, |v| v[i] as u64);
+            if n as u64 >= needed {
                 h.saturating_record(max.max(1));
             } else {
                 incomplete += 1;
@@ -62,13 +69,20 @@ pub(crate) fn build(
             Protocol::Redis => "redis".into(),
         },
         pattern: match o.pattern {
+            _ if o.rooms > 0 => "rooms".into(),
             Pattern::Broadcast => "broadcast".into(),
             Pattern::Direct => "direct".into(),
         },
         target: format!("{}:{}", o.host, o.port),
         clients: o.clients as u64,
         senders: o.senders as u64,
-        slow_clients: crate::run::slow_count(o) as u64,
+        rooms: o.rooms as u64,
+        rooms_per_client: if o.rooms > 0 {
+            o.rooms_per_client as u64
+        } else {
+            0
+        },
+        slow_clients: o.slow_count() as u64,
         threads: o.threads as u64,
         size: o.size as u64,
         rate: d.rate,
@@ -83,6 +97,9 @@ pub(crate) fn build(
         lost,
         duplicated: st.duplicated,
         out_of_order: st.out_of_order,
+        // Only uring-chat numbers a room's messages; elsewhere there is nothing to check.
+        order_violations: (o.rooms > 0 && o.protocol == Protocol::UringChat)
+            .then_some(st.order_violations),
         deliveries_per_sec: st.received as f64 / duration_s,
         latency_us: latency,
         fanout_us: fanout,

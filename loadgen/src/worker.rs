@@ -9,6 +9,8 @@ use crate::connect::{self, ConnectError, Login};
 use crate::limits::current_thread_clock;
 use crate::options::Protocol;
 use crate::receive::{self, Ctx};
+use crate::room_order::RoomSeqs;
+use crate::rooms::Rooms;
 use crate::stats::{new_histogram, ThreadStats, Window};
 use hdrhistogram::Histogram;
 use std::cell::RefCell;
@@ -46,6 +48,8 @@ pub struct ClientSpec {
     pub source: Option<Ipv4Addr>,
     /// Hand this connection's writer to the sender thread.
     pub sends: bool,
+    /// Its rooms with `--rooms` (uring-chat joins them after login; Redis subscribes through `login`).
+    pub rooms: Vec<u32>,
 }
 
 /// Settings every worker shares.
@@ -58,6 +62,8 @@ pub struct WorkerConfig {
     pub clock: Clock,
     /// Bounds the handshakes in flight over all workers (`--connect-concurrency`).
     pub handshakes: Arc<Semaphore>,
+    /// The room plan with `--rooms`: reading clients are counted in their rooms while connected.
+    pub rooms: Option<Arc<Rooms>>,
 }
 
 /// Counters the main thread polls for progress, settling and draining.
@@ -153,8 +159,14 @@ async fn worker(
                 return (spec, Err(ConnectError::Failed("aborted".into())), 0);
             };
             let t0 = cfg.clock.now_ns();
-            let r =
-                connect::connect(cfg.target, spec.source, &spec.login, cfg.connect_timeout).await;
+            let r = connect::connect(
+                cfg.target,
+                spec.source,
+                &spec.login,
+                &spec.rooms,
+                cfg.connect_timeout,
+            )
+            .await;
             let dt = cfg.clock.now_ns() - t0;
             match &r {
                 Ok(_) => shared.connected.fetch_add(1, Ordering::Relaxed),
@@ -200,19 +212,30 @@ async fn worker(
                         let task_writer = writer.clone();
                         let ctx = ctx.clone();
                         let publisher = spec.role == Role::Publisher;
+                        let member = cfg
+                            .rooms
+                            .as_ref()
+                            .filter(|_| !publisher)
+                            .map(|plan| plan.enter(&spec.rooms));
                         match cfg.protocol {
-                            Protocol::UringChat => tokio::task::spawn_local(receive::chat(
-                                rd,
-                                task_writer,
-                                est.leftover,
-                                ctx,
-                            )),
+                            Protocol::UringChat => {
+                                let seqs = member.is_some().then(|| RoomSeqs::new(est.rooms));
+                                tokio::task::spawn_local(receive::chat(
+                                    rd,
+                                    task_writer,
+                                    est.leftover,
+                                    ctx,
+                                    seqs,
+                                    member,
+                                ))
+                            }
                             Protocol::Redis => tokio::task::spawn_local(receive::redis(
                                 rd,
                                 task_writer,
                                 est.leftover,
                                 ctx,
                                 publisher,
+                                member,
                             )),
                         };
                         outcomes.push(Outcome {

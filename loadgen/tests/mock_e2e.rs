@@ -218,3 +218,79 @@ fn binary_json_output_matches_the_schema_and_plots() {
     assert_eq!(st.status.code(), Some(2));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn rooms_reach_every_member_in_room_order() {
+    let mock = common::mock::start(1 << 30);
+    // 50 clients in 10 rooms, 2 each: 10 members per room. Senders 0..5 are in rooms 0..10, one
+    // sending member per room. Every member gets each message of its room, the sender included.
+    let r = loadgen::run(&opts(
+        mock.addr.port(),
+        &[
+            "--rooms",
+            "10",
+            "--rooms-per-client",
+            "2",
+            "--senders",
+            "5",
+            "--rate",
+            "100",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(r.pattern, "rooms");
+    assert_eq!((r.rooms, r.rooms_per_client), (10, 2));
+    assert_eq!(r.messages_sent, 100);
+    assert_eq!(r.deliveries_expected, 100 * 10, "{}", r.text());
+    assert_eq!(r.received, r.deliveries_expected, "{}", r.text());
+    assert_eq!(
+        (r.lost, r.duplicated, r.out_of_order, r.order_violations),
+        (0, 0, 0, Some(0)),
+        "{}",
+        r.text()
+    );
+    let f = r.fanout_us.as_ref().unwrap();
+    assert_eq!((f.complete, f.incomplete), (100, 0), "{}", r.text());
+    assert!(r.server_errors.is_empty(), "{:?}", r.server_errors);
+    assert!(r.text().contains("10 rooms, 2 per client"), "{}", r.text());
+    let errs = common::validate(&serde_json::to_value(&r).unwrap(), &common::report_schema());
+    assert!(errs.is_empty(), "{errs:#?}");
+
+    // One room of all 50, one write per message: each message reaches all 50.
+    let big = loadgen::run(&opts(
+        mock.addr.port(),
+        &["--rooms", "1", "--send-tick", "0", "--clients", "30"],
+    ))
+    .unwrap();
+    assert_eq!(big.deliveries_expected, 50 * 30, "{}", big.text());
+    assert_eq!(big.received, big.deliveries_expected, "{}", big.text());
+    assert_eq!(big.order_violations, Some(0));
+
+    // A server that skips a room seq now and then is caught, without counting anything lost.
+    let faulty = common::mock::start_with(1 << 30, 7);
+    let f = loadgen::run(&opts(
+        faulty.addr.port(),
+        &["--rooms", "5", "--senders", "5", "--rate", "100"],
+    ))
+    .unwrap();
+    assert!(f.order_violations.unwrap() > 0, "{}", f.text());
+    assert_eq!(f.received, f.deliveries_expected, "{}", f.text());
+    assert_eq!(f.duplicated, 0);
+}
+
+#[test]
+fn room_options_that_cannot_work_are_refused() {
+    let o = |extra: &[&str]| opts(1, extra);
+    // Ten rooms of one per client need ten sending members.
+    let e = loadgen::run(&o(&["--rooms", "10"])).unwrap_err();
+    assert!(
+        e.to_string().contains("--senders ≥") && e.to_string().contains("= 10"),
+        "{e}"
+    );
+    let e = loadgen::run(&o(&["--rooms", "3", "--pattern", "direct"])).unwrap_err();
+    assert!(matches!(e, loadgen::Error::Config(_)), "{e}");
+    let e = loadgen::run(&o(&["--rooms", "3", "--rooms-per-client", "4"])).unwrap_err();
+    assert!(e.to_string().contains("--rooms-per-client"), "{e}");
+    let e = loadgen::run(&o(&["--rooms", "60", "--senders", "50"])).unwrap_err();
+    assert!(e.to_string().contains("every room needs a member"), "{e}");
+}

@@ -82,3 +82,48 @@ fn redis_pubsub_broadcast_and_direct() {
     assert_eq!(d.deliveries_expected, 100, "{}", d.text());
     assert_eq!(d.received, 100, "{}", d.text());
 }
+
+#[test]
+fn redis_rooms_are_channels() {
+    let Some((_redis, port)) = start_redis() else {
+        return;
+    };
+    // 50 subscribers in 10 channels room-0..room-9, 3 each: 15 per channel. The 2 publishers are
+    // extra connections that publish into any channel.
+    let r = run(
+        port,
+        &[
+            "--rooms",
+            "10",
+            "--rooms-per-client",
+            "3",
+            "--senders",
+            "2",
+            "--rate",
+            "100",
+        ],
+    );
+    assert_eq!(r.pattern, "rooms");
+    assert_eq!((r.rooms, r.rooms_per_client), (10, 3));
+    assert_eq!(r.connect.connected, 52, "{}", r.text());
+    assert_eq!(r.messages_sent, 100);
+    assert_eq!(r.deliveries_expected, 100 * 15, "{}", r.text());
+    assert_eq!(r.received, r.deliveries_expected, "{}", r.text());
+    assert_eq!(
+        (r.lost, r.duplicated, r.out_of_order),
+        (0, 0, 0),
+        "{}",
+        r.text()
+    );
+    // Redis numbers nothing: order is checked per publisher (out_of_order), not per room.
+    assert_eq!(r.order_violations, None);
+    assert_eq!(r.fanout_us.as_ref().unwrap().complete, 100, "{}", r.text());
+    assert!(r.server_errors.is_empty(), "{:?}", r.server_errors);
+    let errs = common::validate(&serde_json::to_value(&r).unwrap(), &common::report_schema());
+    assert!(errs.is_empty(), "{errs:#?}");
+
+    // One channel that everyone is in, one write per message.
+    let big = run(port, &["--rooms", "1", "--send-tick", "0"]);
+    assert_eq!(big.deliveries_expected, 50 * 50, "{}", big.text());
+    assert_eq!(big.received, big.deliveries_expected, "{}", big.text());
+}

@@ -21,6 +21,9 @@ fn every_report_field_is_in_the_schema_and_the_docs() {
         spectrum: vec![[50.0, 10.0], [100.0, 20.0]],
         ..Default::default()
     };
+    r.rooms = 1000;
+    r.rooms_per_client = 2;
+    r.order_violations = Some(0);
     r.cpu.server_cpu_s = Some(1.0);
     r.cpu.server_ns_per_delivery = Some(1.0);
     r.cpu.loadgen_ns_per_delivery = Some(1.0);
@@ -36,6 +39,7 @@ fn every_report_field_is_in_the_schema_and_the_docs() {
             schema: loadgen::report::SCHEMA.into(),
             protocol: "redis".into(),
             pattern: "direct".into(),
+            order_violations: None,
             ..Default::default()
         })
         .unwrap(),
@@ -44,6 +48,11 @@ fn every_report_field_is_in_the_schema_and_the_docs() {
     assert!(errs.is_empty(), "{errs:#?}");
 
     // The validator itself rejects what it should.
+    // A rooms run names its pattern "rooms".
+    r.pattern = "rooms".into();
+    let errs = common::validate(&serde_json::to_value(&r).unwrap(), &schema);
+    assert!(errs.is_empty(), "{errs:#?}");
+
     let mut bad = serde_json::to_value(&r).unwrap();
     bad["received"] = serde_json::json!("many");
     bad["surprise"] = serde_json::json!(1);

@@ -1,6 +1,7 @@
 //! End to end against the REAL uring-chat server, started in-process on a free loopback port:
 //! 50 clients, 2 server cores, 50 msg/s for 1 s, broadcast and direct; the report's figures must
-//! add up exactly and its JSON must match the schema.
+//! add up exactly and its JSON must match the schema. Then rooms (protocol v1.1): the same clients
+//! in 10 rooms of 10, and in one room of all 50.
 
 mod common;
 
@@ -53,6 +54,63 @@ fn loadgen_measures_the_real_server() {
     assert_eq!(d.received, 100, "{}", d.text());
     assert_eq!(d.lost, 0);
     assert!(d.server_errors.is_empty(), "{:?}", d.server_errors);
+
+    server.shutdown();
+    server.join().expect("server cores exit cleanly");
+}
+
+#[test]
+fn loadgen_rooms_against_the_real_server() {
+    let server = uring_chat::server::Server::start(uring_chat::config::Config {
+        host: "127.0.0.1".into(),
+        port: 0,
+        cores: 2,
+        rate_limit: 0,
+        ..Default::default()
+    })
+    .expect("uring-chat starts");
+    let port = server.local_addr().port();
+
+    // 50 clients in 10 rooms, 2 each (client i: rooms 2i, 2i+1 mod 10): 10 members per room, the
+    // 5 senders one per room pair. A room message reaches every member, its sender included.
+    let r = run(
+        port,
+        &[
+            "--rooms",
+            "10",
+            "--rooms-per-client",
+            "2",
+            "--senders",
+            "5",
+            "--rate",
+            "100",
+        ],
+    );
+    assert_eq!(r.connect.connected, 50, "{}", r.text());
+    assert_eq!(r.messages_sent, 100);
+    assert_eq!(r.deliveries_expected, 100 * 10, "{}", r.text());
+    assert_eq!(r.received, r.deliveries_expected, "{}", r.text());
+    assert_eq!(
+        (r.lost, r.duplicated, r.order_violations),
+        (0, 0, Some(0)),
+        "{}",
+        r.text()
+    );
+    assert_eq!(r.fanout_us.as_ref().unwrap().complete, 100, "{}", r.text());
+    assert!(r.server_errors.is_empty(), "{:?}", r.server_errors);
+    let errs = common::validate(&serde_json::to_value(&r).unwrap(), &common::report_schema());
+    assert!(errs.is_empty(), "{errs:#?}");
+
+    // One room of all 50, each message its own write.
+    let big = run(port, &["--rooms", "1", "--send-tick", "0"]);
+    assert_eq!(big.deliveries_expected, 50 * 50, "{}", big.text());
+    assert_eq!(big.received, big.deliveries_expected, "{}", big.text());
+    assert_eq!(
+        (big.lost, big.duplicated, big.order_violations),
+        (0, 0, Some(0)),
+        "{}",
+        big.text()
+    );
 
     server.shutdown();
     server.join().expect("server cores exit cleanly");

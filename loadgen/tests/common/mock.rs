@@ -1,6 +1,8 @@
 //! A minimal uring-chat protocol server for tests: connect/connect_response, broadcast and direct
 //! chat, ping/pong, a server ping after each login (so loadgen's pong path runs), presence after
-//! each login, and SLOW_CONSUMER disconnects when a client's queue passes a bound.
+//! each login, and SLOW_CONSUMER disconnects when a client's queue passes a bound. Rooms as in
+//! protocol v1.1: join/join_response with the room's seq, room messages numbered per room and
+//! delivered to every member (the sender included), room presence on each join, NOT_IN_ROOM.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -39,8 +41,25 @@ struct Client {
 
 type Users = Arc<Mutex<HashMap<String, Client>>>;
 
+#[derive(Default)]
+struct Room {
+    seq: u64,
+    members: Vec<String>,
+}
+
+/// The rooms, and a fault to inject: every `skip_seq_every`-th room message skips a seq number.
+struct Rooms {
+    map: Mutex<HashMap<String, Room>>,
+    skip_seq_every: u64,
+}
+
 /// Starts the mock on 127.0.0.1:0; `max_outbound` bytes queued per client before SLOW_CONSUMER.
 pub fn start(max_outbound: usize) -> Mock {
+    start_with(max_outbound, 0)
+}
+
+/// As `start`, with every `skip_seq_every`-th room message numbered one too high (0: never).
+pub fn start_with(max_outbound: usize, skip_seq_every: u64) -> Mock {
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let pongs = Arc::new(AtomicU64::new(0));
@@ -56,14 +75,18 @@ pub fn start(max_outbound: usize) -> Mock {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             addr_tx.send(listener.local_addr().unwrap()).unwrap();
             let users: Users = Arc::new(Mutex::new(HashMap::new()));
+            let rooms = Arc::new(Rooms {
+                map: Mutex::new(HashMap::new()),
+                skip_seq_every,
+            });
             let next_id = Arc::new(AtomicU64::new(1));
             let accept = async {
                 loop {
                     let (sock, _) = listener.accept().await.unwrap();
-                    let users = users.clone();
+                    let (users, rooms) = (users.clone(), rooms.clone());
                     let next_id = next_id.clone();
                     let (p, k) = (p.clone(), k.clone());
-                    tokio::spawn(conn(sock, users, next_id, max_outbound, p, k));
+                    tokio::spawn(conn(sock, users, rooms, next_id, max_outbound, p, k));
                 }
             };
             tokio::select! {
@@ -107,6 +130,7 @@ fn push(users: &Users, id: &str, frame: &Arc<[u8]>, max: usize, kicked: &AtomicU
 async fn conn(
     sock: tokio::net::TcpStream,
     users: Users,
+    rooms: Arc<Rooms>,
     next_id: Arc<AtomicU64>,
     max: usize,
     pongs: Arc<AtomicU64>,
@@ -184,6 +208,52 @@ async fn conn(
                 "{}\n",
                 serde_json::json!({"type":"pong","senderID":"server","content":content})
             )),
+            "join" => {
+                let Some(me) = me.clone() else { continue };
+                let name = v["room"].as_str().unwrap_or("").to_string();
+                let mut map = rooms.map.lock().unwrap();
+                let room = map.entry(name.clone()).or_default();
+                if !room.members.contains(&me) {
+                    room.members.push(me.clone());
+                }
+                let inner = serde_json::json!({"room": name, "epoch": "1", "seq": room.seq, "recovered": false, "memberCount": room.members.len(), "members": []});
+                send_self(format!(
+                    "{{\"type\":\"join_response\",\"senderID\":\"server\",\"room\":{},\"content\":{}}}\n",
+                    serde_json::to_string(&name).unwrap(),
+                    serde_json::to_string(&inner.to_string()).unwrap()
+                ));
+                let presence: Arc<[u8]> = Arc::from(format!("{{\"type\":\"presence\",\"senderID\":\"server\",\"room\":{},\"content\":\"{{}}\"}}\n", serde_json::to_string(&name).unwrap()).into_bytes().into_boxed_slice());
+                for m in room.members.clone() {
+                    push(&users, &m, &presence, max, &kicked);
+                }
+            }
+            "chat" if v["room"].is_string() => {
+                let Some(from) = me.clone() else { continue };
+                let name = v["room"].as_str().unwrap().to_string();
+                // One lock over numbering and fan-out: one order per room, as the server promises.
+                let mut map = rooms.map.lock().unwrap();
+                match map.get_mut(&name).filter(|r| r.members.contains(&from)) {
+                    None => send_self(
+                        "{\"type\":\"error\",\"senderID\":\"server\",\"code\":\"NOT_IN_ROOM\",\"content\":\"\"}\n".into(),
+                    ),
+                    Some(room) => {
+                        room.seq += 1;
+                        if rooms.skip_seq_every > 0 && room.seq % rooms.skip_seq_every == 0 {
+                            room.seq += 1;
+                        }
+                        let frame = format!(
+                            "{{\"type\":\"chat\",\"senderID\":\"{from}\",\"recipientID\":\"\",\"room\":{},\"content\":{},\"username\":\"x\",\"seq\":{}}}\n",
+                            serde_json::to_string(&name).unwrap(),
+                            serde_json::to_string(&content).unwrap(),
+                            room.seq
+                        );
+                        let frame: Arc<[u8]> = Arc::from(frame.into_bytes().into_boxed_slice());
+                        for m in &room.members {
+                            push(&users, m, &frame, max, &kicked);
+                        }
+                    }
+                }
+            }
             "chat" => {
                 let Some(from) = me.clone() else { continue };
                 let to = v["recipientID"].as_str().unwrap_or("").to_string();
@@ -213,5 +283,8 @@ async fn conn(
     }
     if let Some(id) = me {
         users.lock().unwrap().remove(&id);
+        for room in rooms.map.lock().unwrap().values_mut() {
+            room.members.retain(|m| *m != id);
+        }
     }
 }
