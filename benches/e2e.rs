@@ -1,9 +1,14 @@
-//! One broadcast end to end over loopback against the real server, started in this process.
+//! One broadcast, or one room message, end to end over loopback against the real server, started in
+//! this process.
 //!
 //! `e2e/broadcast/<N>`: N receivers and one sender are connected and logged in once; each iteration
 //! sends one `chat` broadcast and stops the clock when every receiver has read it. The time is
 //! therefore the full fan-out latency of one message (parse, local and cross-core fan-out, N writes,
 //! N reads), with the server's 2 cores and this client's thread sharing the machine's CPUs.
+//!
+//! `e2e/room/<N>`: the same clients, all members of one room; each iteration posts one room message,
+//! which goes through the room's owner core to be stamped, and stops the clock when every receiver
+//! and the sender (members get their own room messages) have read it: N + 1 deliveries.
 //!
 //! The clients run on one tokio-uring runtime that is kept for the whole benchmark and re-entered
 //! with `block_on` for every `iter_custom` call: sockets belong to their runtime, and a fresh
@@ -106,53 +111,77 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// The broadcast of iteration `seq`, and the bytes that identify it in every receiver's copy.
-fn broadcast(seq: u64) -> (String, Vec<u8>) {
+/// The room every client of an `e2e/room` benchmark is in.
+const ROOM: &str = "bench";
+
+/// The message of iteration `seq` (a broadcast, or a post to `room`), and the bytes that identify
+/// it in every copy.
+fn message(seq: u64, room: Option<&str>) -> (String, Vec<u8>) {
     let stamp = format!("e2e:{seq}:");
     let content = format!("{stamp:x<PAYLOAD$}");
+    let room = room.map_or(String::new(), |room| format!("\"room\":\"{room}\","));
     (
-        format!("{{\"type\":\"chat\",\"content\":\"{content}\"}}\n"),
+        format!("{{\"type\":\"chat\",{room}\"content\":\"{content}\"}}\n"),
         format!("\"content\":\"{stamp}").into_bytes(),
     )
 }
 
-/// The logged-in clients of one benchmark.
-struct Room {
+/// The logged-in clients of one benchmark, and the room they are in (`None`: the lobby).
+struct Audience {
     sender: Client,
     receivers: Vec<Client>,
+    room: Option<&'static str>,
     seq: u64,
 }
 
-impl Room {
-    async fn open(addr: SocketAddr, receivers: usize) -> Result<Room> {
-        let tag = format!("b{}x{receivers}", std::process::id());
+impl Audience {
+    async fn open(addr: SocketAddr, receivers: usize, room: Option<&'static str>) -> Result<Self> {
+        let tag = format!("b{}x{receivers}{}", std::process::id(), room.unwrap_or(""));
         let mut clients = Vec::with_capacity(receivers);
         for i in 0..receivers {
             clients.push(Client::login(addr, &format!("{tag}r{i}")).await?);
         }
-        let mut room = Room {
+        let mut audience = Audience {
             sender: Client::login(addr, &format!("{tag}s")).await?,
             receivers: clients,
+            room,
             seq: 0,
         };
+        if let Some(room) = room {
+            for client in audience.receivers.iter_mut().chain([&mut audience.sender]) {
+                client
+                    .send(format!("{{\"type\":\"join\",\"room\":\"{room}\"}}\n"))
+                    .await?;
+                client
+                    .read_until(|line| contains(line, b"\"join_response\""))
+                    .await?;
+            }
+        }
         // Presence frames for the joins come every 100 ms; let them all go out, then read past
-        // them: the receivers up to a first broadcast, the sender (who does not get its own
-        // broadcast) up to the answer to a ping. Afterwards nothing but the benchmark arrives.
+        // them: every client up to a first message, the sender up to the answer to a ping.
+        // Afterwards nothing but the benchmark arrives.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        room.broadcast_once().await?;
-        room.sender
+        audience.send_once().await?;
+        audience
+            .sender
             .send("{\"type\":\"ping\",\"content\":\"drained\"}\n".into())
             .await?;
-        room.sender
+        audience
+            .sender
             .read_until(|line| contains(line, b"\"pong\"") && contains(line, b"drained"))
             .await?;
-        Ok(room)
+        Ok(audience)
     }
 
-    /// Sends one broadcast and returns how long until every receiver had read it.
-    async fn broadcast_once(&mut self) -> Result<Duration> {
+    /// Deliveries per message: a room member also gets its own message.
+    fn deliveries(&self) -> usize {
+        self.receivers.len() + usize::from(self.room.is_some())
+    }
+
+    /// Sends one message and returns how long until every recipient had read it.
+    async fn send_once(&mut self) -> Result<Duration> {
         self.seq += 1;
-        let (frame, marker) = broadcast(self.seq);
+        let (frame, marker) = message(self.seq, self.room);
         let started = Instant::now();
         // The reads are submitted when this task yields in the write below, so the receivers are
         // waiting before the message can reach them.
@@ -168,8 +197,14 @@ impl Room {
                 })
             })
             .collect();
-        let sent = self.sender.send(frame).await;
-        let mut first_error = sent.err();
+        let mut first_error = self.sender.send(frame).await.err();
+        if self.room.is_some() && first_error.is_none() {
+            let own = self
+                .sender
+                .read_until(|line| contains(line, b"\"chat\"") && contains(line, &marker))
+                .await;
+            first_error = own.err();
+        }
         for task in tasks {
             let (client, outcome) = task.await.map_err(|e| format!("receiver task: {e}"))?;
             self.receivers.push(client);
@@ -197,28 +232,30 @@ fn bench_e2e(c: &mut Criterion) {
     let addr = server.local_addr();
     let runtime = tokio_uring::Runtime::new(&tokio_uring::builder()).expect("io_uring runtime");
 
-    let mut group = c.benchmark_group("e2e/broadcast");
-    for receivers in RECEIVERS {
-        let mut room = runtime
-            .block_on(Room::open(addr, receivers))
-            .expect("log the clients in");
-        // One element = one delivery, so criterion also shows deliveries per second.
-        group.throughput(Throughput::Elements(receivers as u64));
-        group.bench_function(BenchmarkId::from_parameter(receivers), |b| {
-            b.iter_custom(|iters| {
-                runtime.block_on(async {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        total += room.broadcast_once().await.expect("broadcast delivered");
-                    }
-                    total
+    for (name, room) in [("e2e/broadcast", None), ("e2e/room", Some(ROOM))] {
+        let mut group = c.benchmark_group(name);
+        for receivers in RECEIVERS {
+            let mut audience = runtime
+                .block_on(Audience::open(addr, receivers, room))
+                .expect("log the clients in");
+            // One element = one delivery, so criterion also shows deliveries per second.
+            group.throughput(Throughput::Elements(audience.deliveries() as u64));
+            group.bench_function(BenchmarkId::from_parameter(receivers), |b| {
+                b.iter_custom(|iters| {
+                    runtime.block_on(async {
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            total += audience.send_once().await.expect("message delivered");
+                        }
+                        total
+                    })
                 })
-            })
-        });
-        // Close the sockets inside the runtime that owns them.
-        runtime.block_on(async move { drop(room) });
+            });
+            // Close the sockets inside the runtime that owns them.
+            runtime.block_on(async move { drop(audience) });
+        }
+        group.finish();
     }
-    group.finish();
 
     server.shutdown();
     server.join().expect("the server stops cleanly");

@@ -14,6 +14,8 @@
 #   FIND_MAX_P99=250ms       the p99 a --find-max round must stay within to hold
 #   SETTLE=2                 seconds to wait after stopping a server before the next one starts
 #   RESULTS=bench-results    where results go
+#   SCENARIOS=regex          run only the scenarios whose name matches (default: all), e.g.
+#                            SCENARIOS='^room|broadcast-c10000-r100$' for rooms beside the lobby
 #   CARGO_TARGET_DIR         honoured, as cargo does
 #
 # See docs/BENCHMARKS.md for what each scenario means and docs/LOADGEN.md for the figures.
@@ -32,6 +34,7 @@ REDIS_PORT=${REDIS_PORT:-16379}
 FIND_MAX_P99=${FIND_MAX_P99:-250ms}
 SETTLE=${SETTLE:-2}
 RESULTS=${RESULTS:-bench-results}
+SCENARIOS=${SCENARIOS:-.}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 SERVER_BIN=$TARGET_DIR/release/uring-chat
 LOADGEN_BIN=$TARGET_DIR/release/loadgen
@@ -142,6 +145,7 @@ stop_server() {
 run() {
     local scenario=$1 protocol=$2 limit=$3
     shift 3
+    [[ $scenario =~ $SCENARIOS ]] || return 0
     local name=$protocol-$scenario
     local kind=uring-chat
     [[ $protocol == redis ]] && kind=redis
@@ -179,10 +183,13 @@ run_matrix() {
     local broadcast_clients=(1000 10000) broadcast_rates=(10 100 500 1000)
     local find_max_clients=10000 direct_clients=10000 direct_senders=10
     local direct_rates=(20000 50000 100000) find_max_steps=4
+    # Many small rooms (one sending member per room), and one big room beside the lobby's
+    # broadcast at the same load.
+    local room_clients=10000 rooms=1000 room_rate=10000 big_room_rate=100
     if [[ $QUICK == 1 ]]; then
         broadcast_clients=(200) broadcast_rates=(10 100)
         find_max_clients=200 direct_clients=200 direct_senders=5 direct_rates=(1000)
-        find_max_steps=1
+        find_max_steps=1 room_clients=200 rooms=20 room_rate=200 big_room_rate=10
     fi
     for clients in "${broadcast_clients[@]}"; do
         for rate in "${broadcast_rates[@]}"; do
@@ -197,6 +204,15 @@ run_matrix() {
         run "direct-c$direct_clients-s$direct_senders-r$rate" "$p" "$(run_limit)" \
             --pattern direct --clients "$direct_clients" --senders "$direct_senders" --rate "$rate"
     done
+    # Each sender writes every message on its own (--send-tick 0), as real members of small
+    # rooms do, and with the batched default tick.
+    for tick in 0 1ms; do
+        run "rooms-c$room_clients-n$rooms-r$room_rate-tick$tick" "$p" "$(run_limit)" \
+            --clients "$room_clients" --rooms "$rooms" --senders "$rooms" --rate "$room_rate" \
+            --send-tick "$tick"
+    done
+    run "room-big-c$room_clients-r$big_room_rate" "$p" "$(run_limit)" \
+        --clients "$room_clients" --rooms 1 --rate "$big_room_rate"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -205,8 +221,8 @@ run_matrix() {
 # The Markdown table: one row per run, each scenario's uring-chat and Redis rows next to each
 # other, in the order the scenarios ran. Latencies are µs in the JSON; shown in µs, ms or s.
 table() {
-    echo "| scenario | server | clients | rate (msg/s) | deliveries/s | p50 | p99 | p99.9 | max | loss | server CPU ns/delivery | loadgen CPU ns/delivery |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| scenario | server | clients | rate (msg/s) | deliveries/s | p50 | p99 | p99.9 | max | loss | dups / order | server CPU ns/delivery | loadgen CPU ns/delivery |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     [[ -s $RUN_DIR/runs.tsv ]] || return 0
     local scenario protocol outcome
     cut -f1 "$RUN_DIR/runs.tsv" | awk '!seen[$0]++' | while read -r scenario; do
@@ -215,7 +231,7 @@ table() {
                 if [[ $outcome == ok ]]; then
                     row "$scenario" "$protocol" "$RUN_DIR/$protocol-$scenario.json"
                 else
-                    echo "| $scenario | $protocol | | | $outcome | | | | | | | |"
+                    echo "| $scenario | $protocol | | | $outcome | | | | | | | | |"
                 fi
             done
     done
@@ -234,7 +250,8 @@ row() {
             else "\(.lost) (\(.lost * 10000 / .deliveries_expected | round / 100)%)" end;
         def failed: if .connect.failed > 0 then " (\(.connect.failed) failed)" else "" end;
         def rate: if .find_max then "\(.rate) (max held)" else "\(.rate)" end;
-        "| \($scenario) | \($server) | \(.clients)\(failed) | \(rate) | \(.deliveries_per_sec | round | thousands) | \(.latency_us.p50 | dur) | \(.latency_us.p99 | dur) | \(.latency_us.p999 | dur) | \(.latency_us.max | dur) | \(loss) | \(.cpu.server_ns_per_delivery | int) | \(.cpu.loadgen_ns_per_delivery | int) |"
+        def order: "\(.duplicated) / \(.order_violations // "-")";
+        "| \($scenario) | \($server) | \(.clients)\(failed) | \(rate) | \(.deliveries_per_sec | round | thousands) | \(.latency_us.p50 | dur) | \(.latency_us.p99 | dur) | \(.latency_us.p999 | dur) | \(.latency_us.max | dur) | \(loss) | \(order) | \(.cpu.server_ns_per_delivery | int) | \(.cpu.loadgen_ns_per_delivery | int) |"
     ' "$3"
 }
 

@@ -45,7 +45,7 @@ pub const RING_CQ_ENTRIES: u32 = 2 * MAX_RING_ENTRIES;
 /// A writer turn with writes for at least this many connections (a broadcast's fan-out) sends them
 /// inline with nonblocking `sendmsg`; smaller turns go through io_uring. As many as the default
 /// submission queue holds: a bigger turn would go to the kernel in several queue-full chunks, with
-/// reads waiting behind them. See `writer.rs` for the measurements.
+/// reads waiting behind them. See `net/writer.rs` for the measurements.
 pub const DEFAULT_INLINE_SEND_MIN: usize = 256;
 /// A connection that has not logged in by then is closed: slowloris costs a socket for this long.
 pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
