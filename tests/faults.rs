@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{chat, eventually, shared, user_count, Client, TestServer};
 use serde_json::{json, Value};
+use uring_chat::chat::rooms::owner_core;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_uring-chat");
 
@@ -346,13 +347,45 @@ fn faults_mid_frame_free_the_connection_state() {
 /// the process exits 0.
 #[test]
 fn sigterm_mid_burst_delivers_every_accepted_message_then_exits_zero() {
+    sigterm_mid_burst(Burst::Lobby);
+}
+
+/// The same for a room whose owner core is not the sender's, with readers on both cores: a room
+/// message takes two hops between cores (to the owner, then to the members' cores), and the drain
+/// must carry both.
+#[test]
+fn sigterm_mid_room_burst_delivers_every_accepted_message_on_every_core() {
+    sigterm_mid_burst(Burst::Room);
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Burst {
+    Lobby,
+    Room,
+}
+
+fn sigterm_mid_burst(burst: Burst) {
     let _shared = shared();
     let mut server = ChildServer::spawn(server_command(&["--rate-limit", "0"]));
     const MESSAGES: usize = 2000;
     let mut sender = Client::login(server.addr, "sender");
-    let receivers: Vec<Client> = (0..4)
-        .map(|i| Client::login(server.addr, &format!("reader{i}")))
-        .collect();
+    let mut receivers: Vec<Client> = Vec::new();
+    for i in 0..200 {
+        let cores: Vec<usize> = receivers.iter().map(|c| c.core).collect();
+        if (0..2).all(|core| cores.iter().filter(|&&c| c == core).count() >= 2) {
+            break;
+        }
+        receivers.push(Client::login(server.addr, &format!("reader{i}")));
+    }
+    let room = (0..)
+        .map(|i| format!("drain-{i}"))
+        .find(|name| owner_core(name, 2) != sender.core)
+        .unwrap();
+    if burst == Burst::Room {
+        for client in receivers.iter_mut().chain([&mut sender]) {
+            client.join(&room, None);
+        }
+    }
     let sender_id = sender.user_id.clone();
     let readers: Vec<_> = receivers
         .into_iter()
@@ -368,6 +401,9 @@ fn sigterm_mid_burst_delivers_every_accepted_message_then_exits_zero() {
                     }
                     assert_eq!(frame["type"], "chat", "{frame}");
                     assert_eq!(frame["senderID"], sender_id.as_str());
+                    if burst == Burst::Room {
+                        assert_eq!(frame["seq"], next as u64 + 1, "{frame}");
+                    }
                     let content = frame["content"].as_str().unwrap();
                     assert!(
                         content.starts_with(&format!("{next}:")),
@@ -384,9 +420,14 @@ fn sigterm_mid_burst_delivers_every_accepted_message_then_exits_zero() {
             })
         })
         .collect();
-    let payload = "z".repeat(500);
+    // Small enough that the sender's own copies of a room burst stay within its outbound bound.
+    let payload = "z".repeat(if burst == Burst::Room { 100 } else { 500 });
     for seq in 0..MESSAGES {
-        sender.send(&chat(&format!("{seq}:{payload}")));
+        let text = format!("{seq}:{payload}");
+        match burst {
+            Burst::Lobby => sender.send(&chat(&text)),
+            Burst::Room => sender.post(&room, &text),
+        }
     }
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(server.pid(), libc::SIGTERM) };
@@ -398,6 +439,13 @@ fn sigterm_mid_burst_delivers_every_accepted_message_then_exits_zero() {
     );
     let frames = sender.expect_closed();
     assert_eq!(frames.last().unwrap()["code"], "SERVER_SHUTDOWN");
+    if burst == Burst::Room {
+        let own = frames.iter().filter(|f| f["type"] == "chat").count();
+        assert_eq!(
+            own, received[0],
+            "the sender got its own accepted messages too"
+        );
+    }
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(status) = server.child.try_wait().unwrap() {

@@ -23,8 +23,11 @@ pub enum Mail<M> {
     Message(M),
     /// From the server handle: stop taking input and begin the drain.
     Shutdown,
-    /// From a draining core: it will send nothing more.
-    Drained,
+    /// From a draining core, once per drain round: everything it will send in this round was
+    /// sent before this.
+    Drained {
+        from: usize,
+    },
 }
 
 pub type Batch<M> = Vec<Mail<M>>;
@@ -37,7 +40,7 @@ pub struct Router<M> {
     peers: Vec<Outbox<M>>,
     pending: RefCell<Vec<Batch<M>>>,
     queued: Cell<usize>,
-    /// Set once this core has said `Drained`: it promised to send nothing more.
+    /// Set once the drain is over: nothing sent after it is needed by anyone.
     closed: Cell<bool>,
     flushing: Cell<bool>,
     flush_wanted: Notify,
@@ -81,12 +84,16 @@ impl<M> Router<M> {
         }
     }
 
-    /// Promises every other core that this one will send nothing more, after what it already
-    /// queued, and stops sending.
-    pub fn drain(&self) {
+    /// Tells every other core that this one has finished a drain round: all it sent in the round
+    /// is queued before this.
+    pub fn announce_drained(&self) {
         for core in self.others() {
-            self.post(core, Mail::Drained);
+            self.post(core, Mail::Drained { from: self.me });
         }
+    }
+
+    /// Drops whatever is sent from now on; what is already queued still leaves.
+    pub fn close(&self) {
         self.closed.set(true);
     }
 

@@ -29,11 +29,16 @@ pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How long a stopping core waits for force-closed connections to finish after the drain timeout.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
+/// Drain rounds: the longest chain of messages between cores that one client frame starts. A room
+/// post goes to the room's owner, then to the members' cores; a direct message to nobody goes to
+/// the recipient's core, then back. After the first round no core takes input, so no chain starts;
+/// after the last, none is still on its way.
+const DRAIN_ROUNDS: u8 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Running,
-    /// Stopped taking input; waiting until every other core has said it will send nothing more.
+    /// Stopped taking input; drain rounds with the other cores until none will send anything more.
     Draining,
     /// Telling clients SERVER_SHUTDOWN and flushing.
     Closing,
@@ -46,12 +51,15 @@ pub struct Core {
     connections: RefCell<HashMap<u64, Rc<Connection>>>,
     next_connection: Cell<u64>,
     phase: Cell<Phase>,
-    drained_peers: Cell<usize>,
+    /// Drain rounds this core has announced, and those it has heard from each core.
+    rounds_announced: Cell<u8>,
+    rounds_heard: RefCell<Vec<u8>>,
     connection_gone: Notify,
 }
 
 impl Core {
     pub fn new(config: Arc<Config>, shard: Shard, sockets: Rc<Sockets>) -> Rc<Core> {
+        let rounds_heard = RefCell::new(vec![0; shard.router.cores()]);
         Rc::new(Core {
             config,
             shard,
@@ -59,7 +67,8 @@ impl Core {
             connections: RefCell::default(),
             next_connection: Cell::new(0),
             phase: Cell::new(Phase::Running),
-            drained_peers: Cell::new(0),
+            rounds_announced: Cell::new(0),
+            rounds_heard,
             connection_gone: Notify::new(),
         })
     }
@@ -113,22 +122,45 @@ impl Core {
                 // Wakes the pending accept with an error; the accept loop sees the phase and ends.
                 // SAFETY: shutdown(2) on a listening fd this core owns; no memory is involved.
                 unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RD) };
-                self.shard.router.drain();
-                self.maybe_close();
+                self.advance_drain();
             }
-            Mail::Drained => {
-                self.drained_peers.set(self.drained_peers.get() + 1);
-                self.maybe_close();
+            Mail::Drained { from } => {
+                self.rounds_heard.borrow_mut()[from] += 1;
+                self.advance_drain();
             }
         }
     }
 
-    /// Once this core drains and no other core will send more, tells every client and starts closing.
-    fn maybe_close(&self) {
-        let cores = self.shard.router.cores();
-        if self.phase.get() != Phase::Draining || self.drained_peers.get() + 1 < cores {
-            return;
+    /// Moves the drain on: once every other core has finished the round this core announced (so
+    /// whatever they sent in it has arrived, and what it caused here is queued), announces the
+    /// next; after the last round no core will send anything more, so it tells every client and
+    /// starts closing.
+    fn advance_drain(&self) {
+        while self.phase.get() == Phase::Draining {
+            let me = self.id();
+            let heard = self.rounds_heard.borrow();
+            let slowest = (heard.iter().enumerate())
+                .filter(|&(core, _)| core != me)
+                .map(|(_, &rounds)| rounds)
+                .min()
+                .unwrap_or(u8::MAX);
+            drop(heard);
+            let announced = self.rounds_announced.get();
+            if announced > 0 && slowest < announced {
+                return;
+            }
+            if announced < DRAIN_ROUNDS {
+                self.shard.router.announce_drained();
+                self.rounds_announced.set(announced + 1);
+                continue;
+            }
+            self.shard.router.close();
+            self.close_all();
         }
+    }
+
+    /// Tells every client the server is stopping, and closes them once their output is flushed.
+    fn close_all(&self) {
         self.phase.set(Phase::Closing);
         let goodbye = protocol::error(ErrorCode::ServerShutdown, "the server is shutting down");
         for conn in self.connections_snapshot() {
@@ -192,7 +224,7 @@ pub async fn run(core: Rc<Core>, listener: TcpListener, inbox: Inbox<ShardMsg>) 
         frames,
         "stopped; {per_write:.1} frames per write"
     );
-    // The `Drained` promise (and anything before it) must reach the other cores before this one ends.
+    // The last `Drained` (and anything before it) must reach the other cores before this one ends.
     core.shard.router.settle().await;
 }
 

@@ -38,7 +38,11 @@ pub async fn serve(core: Rc<Core>, conn: Rc<Connection>) {
         conn.heard();
         if conn.is_closing() || !core.takes_input() {
             // A lingering close or a drain: read to keep the peer's writes from failing, ignore it.
-            session::logout(shard, &conn, &mut session);
+            // A draining server keeps the user logged in, so what it accepted before still reaches
+            // this client even if it goes on writing.
+            if conn.is_closing() {
+                session::logout(shard, &conn, &mut session);
+            }
             buf.clear();
             resize(&mut buf, &core, read, filled, &mut small_reads);
             continue;
