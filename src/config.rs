@@ -360,6 +360,14 @@ impl Config {
         if self.history_bytes > self.history_total_bytes {
             return Err("--history-bytes must not exceed --history-total-bytes".into());
         }
+        // A join's replay is queued at once: a whole room's history must leave room in the
+        // outbound bound for everything else, or recovering would cut the client off.
+        if self.history_bytes > self.max_outbound_bytes / 2 {
+            return Err(format!(
+                "--history-bytes must be at most half of --max-outbound-bytes ({}), so a replay never makes a slow consumer",
+                self.max_outbound_bytes / 2
+            ));
+        }
         if self.max_rooms_per_user == 0 || self.max_rooms == 0 {
             return Err("--max-rooms-per-user and --max-rooms must be positive".into());
         }
@@ -543,5 +551,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("--cores"), "{err}");
+        let err = Config::from_args(["uring-chat", "--cores", "1", "--history-bytes", "600000"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--history-bytes"), "{err}");
     }
 }
