@@ -409,3 +409,31 @@ fn a_disconnect_leaves_every_room_and_members_are_told() {
     stays.send(r#"{"type":"members","room":"door"}"#);
     assert_eq!(content_of(&stays.next_reply())["memberCount"], 1);
 }
+
+/// A join and a leave sent back to back are both answered, in that order, also when the room's
+/// owner is the other core; the leave wins.
+#[test]
+fn join_then_leave_at_once_answers_both_in_order() {
+    let server = start(|_| {});
+    let mut client = server.login("quick");
+    let rooms: Vec<String> = (0..200)
+        .map(|i| format!("quick-{i}"))
+        .filter(|room| owner_core(room, CORES) != client.core)
+        .take(20)
+        .collect();
+    for room in &rooms {
+        client.send(&json!({"type": "join", "room": room}).to_string());
+        client.send(&json!({"type": "leave", "room": room}).to_string());
+    }
+    for room in &rooms {
+        for kind in ["join_response", "leave_response"] {
+            let frame = client.next_reply();
+            assert_eq!(
+                (frame["type"].as_str(), frame["room"].as_str()),
+                (Some(kind), Some(room.as_str()))
+            );
+        }
+    }
+    client.send(&json!({"type": "chat", "room": rooms[0], "content": "am I in?"}).to_string());
+    client.expect_error("NOT_IN_ROOM");
+}

@@ -4,7 +4,7 @@
 //! A join is *pending* from the request until the owner's answer arrives; a pending member gets no
 //! live frames, since everything the owner stamped before the join reaches it through the answer's
 //! replay instead. Each join carries a ticket: if a user leaves and joins again before the first
-//! answer arrives, that stale answer is recognised and ignored.
+//! answer arrives, that stale answer is recognised and makes nobody a member.
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -69,19 +69,17 @@ impl LocalRooms {
         Ok(ticket)
     }
 
-    /// The owner answered join `ticket`. True when the answer is to be delivered: the join made
-    /// `user` a member now (it goes live, on `conn`), or `user` was already live (a repeated join).
-    /// False for a stale answer, to a join since undone by a leave.
-    pub fn joined(&mut self, room: &str, user: UserId, ticket: u64, conn: &Rc<Connection>) -> bool {
+    /// The owner answered join `ticket`: if that join is the one `user` is pending on, `user` goes
+    /// live on `conn`. An answer to a repeated join, or to a join a leave has undone since, changes
+    /// nothing.
+    pub fn joined(&mut self, room: &str, user: UserId, ticket: u64, conn: &Rc<Connection>) {
         let Some(local) = self.rooms.get_mut(room) else {
-            return false;
+            return;
         };
         if let Some(at) = local.pending.iter().position(|&p| p == (user, ticket)) {
             local.pending.swap_remove(at);
             local.live.insert(user, conn.clone());
-            return true;
         }
-        local.live.contains(user)
     }
 
     /// Takes `user` out of `room`; false when it was not in it.

@@ -57,7 +57,8 @@ pub enum RoomMsg {
         since: Option<u64>,
         ticket: u64,
     },
-    /// Owner to member's core: the join took effect; `frames` are the answer and the replay.
+    /// Owner to member's core: the join took effect; `frames` are the answer and the replay. A
+    /// leave may already have undone it: the answer is still delivered, in order.
     Joined {
         room: RoomName,
         user: UserId,
@@ -70,11 +71,13 @@ pub enum RoomMsg {
         user: UserId,
         frame: Bytes,
     },
-    /// Member's core to owner: `user` left, or logged out.
+    /// Member's core to owner: `user` left (`answer`: send the `leave_response`, which then
+    /// follows the answers to the user's earlier requests for the room), or logged out.
     Leave {
         room: RoomName,
         user: UserId,
         username: Arc<str>,
+        answer: bool,
     },
     /// Member's core to owner: a message to stamp and send, everything but its seq.
     Post {

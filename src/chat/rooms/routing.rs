@@ -50,13 +50,13 @@ impl Shard {
         );
     }
 
-    /// `user` leaves `room`: no more of its frames from now on, and the owner is told.
+    /// `user` leaves `room`: no more of its frames from now on. The owner answers, so that the
+    /// `leave_response` follows the answer to a `join` sent just before.
     pub fn leave_room(&self, conn: &Rc<Connection>, user: UserId, username: &Arc<str>, room: &str) {
         let Some(room) = self.rooms.borrow().room_of(user, room) else {
             return conn.reply(not_in_room(room));
         };
         self.rooms.borrow_mut().leave(user, &room);
-        conn.reply(frames::leave_response(&room));
         let username = username.clone();
         let owner = self.owner_of(&room);
         self.to_core(
@@ -65,6 +65,7 @@ impl Shard {
                 room,
                 user,
                 username,
+                answer: true,
             },
         );
     }
@@ -81,6 +82,7 @@ impl Shard {
                     room,
                     user,
                     username,
+                    answer: false,
                 },
             );
         }
@@ -159,10 +161,9 @@ impl Shard {
                 let Some(conn) = self.user_connection(user) else {
                     return;
                 };
-                if self.rooms.borrow_mut().joined(&room, user, ticket, &conn) {
-                    for frame in frames {
-                        conn.reply(frame);
-                    }
+                self.rooms.borrow_mut().joined(&room, user, ticket, &conn);
+                for frame in frames {
+                    conn.reply(frame);
                 }
             }
             RoomMsg::Refused { room, user, frame } => {
@@ -173,7 +174,14 @@ impl Shard {
                 room,
                 user,
                 username,
-            } => self.owned.borrow_mut().leave(&room, user, &username),
+                answer,
+            } => {
+                self.owned.borrow_mut().leave(&room, user, &username);
+                if answer {
+                    let frame = frames::leave_response(&room);
+                    self.to_core(user.core(), RoomMsg::Reply { user, frame });
+                }
+            }
             RoomMsg::Post { room, user, body } => {
                 let stamped = self.owned.borrow_mut().post(&room, user, &body);
                 match stamped {
