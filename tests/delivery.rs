@@ -209,6 +209,7 @@ fn slow_consumer_is_cut_off(inline_send_min: usize) {
     let server = TestServer::start_with(|c| {
         c.inline_send_min = inline_send_min;
         c.max_outbound_bytes = 256 * 1024;
+        c.history_bytes = 64 * 1024; // a replay must fit in half the outbound bound
         c.rate_limit = 0;
         c.drain_timeout = Duration::from_secs(30);
     });

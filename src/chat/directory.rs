@@ -39,10 +39,7 @@ impl Users {
             .values()
             .skip(offset)
             .take(limit)
-            .map(|(id, name)| UserEntry {
-                user_id: id.to_string(),
-                username: name.to_string(),
-            })
+            .map(|(id, name)| UserEntry::new(*id, name))
             .collect()
     }
 }

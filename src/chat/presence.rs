@@ -8,6 +8,8 @@
 
 use bytes::Bytes;
 
+use std::sync::Arc;
+
 use crate::chat::protocol::{self, PresenceDocument, UserEntry};
 use crate::chat::user_id::UserId;
 
@@ -21,8 +23,10 @@ pub enum Scope<'a> {
 /// Joins and leaves since the last presence frame: one core's users, or one room's members.
 #[derive(Default, Debug)]
 pub struct PresenceBatch {
-    joined: Vec<UserEntry>,
-    left: Vec<UserEntry>,
+    /// Who joined and left, up to the names cap: the user's ID and shared name, so a batch costs
+    /// 32 bytes per name until the frame is made.
+    joined: Vec<(UserId, Arc<str>)>,
+    left: Vec<(UserId, Arc<str>)>,
     joined_count: usize,
     left_count: usize,
     names_cap: usize,
@@ -36,17 +40,17 @@ impl PresenceBatch {
         }
     }
 
-    pub fn joined(&mut self, user_id: UserId, username: &str) {
+    pub fn joined(&mut self, user_id: UserId, username: &Arc<str>) {
         self.joined_count += 1;
         if self.joined.len() < self.names_cap {
-            self.joined.push(entry(user_id, username));
+            self.joined.push((user_id, username.clone()));
         }
     }
 
-    pub fn left(&mut self, user_id: UserId, username: &str) {
+    pub fn left(&mut self, user_id: UserId, username: &Arc<str>) {
         self.left_count += 1;
         if self.left.len() < self.names_cap {
-            self.left.push(entry(user_id, username));
+            self.left.push((user_id, username.clone()));
         }
     }
 
@@ -66,11 +70,21 @@ impl PresenceBatch {
             Scope::Room { room, member_count } => (Some(room), member_count),
         };
         let named = count <= name_limit;
+        let entries = |users: &[(UserId, Arc<str>)]| -> Vec<UserEntry> {
+            users
+                .iter()
+                .map(|(id, name)| UserEntry::new(*id, name))
+                .collect()
+        };
+        let (joined, left) = match named {
+            true => (entries(&self.joined), entries(&self.left)),
+            false => (Vec::new(), Vec::new()),
+        };
         let frame = protocol::presence(
             room,
             &PresenceDocument {
-                joined: named.then_some(self.joined.as_slice()),
-                left: named.then_some(self.left.as_slice()),
+                joined: named.then_some(joined.as_slice()),
+                left: named.then_some(left.as_slice()),
                 joined_count: self.joined_count,
                 left_count: self.left_count,
                 user_count: room.is_none().then_some(count),
@@ -82,13 +96,6 @@ impl PresenceBatch {
     }
 }
 
-fn entry(user_id: UserId, username: &str) -> UserEntry {
-    UserEntry {
-        user_id: user_id.to_string(),
-        username: username.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,8 +103,9 @@ mod tests {
     #[test]
     fn frames_name_users_only_below_the_limit_and_cap_names() {
         let mut batch = PresenceBatch::new(2);
+        let x: Arc<str> = "x".into();
         for _ in 0..3 {
-            batch.joined(UserId::new(0), "x");
+            batch.joined(UserId::new(0), &x);
         }
         let lobby = |user_count| Scope::Lobby { user_count };
         let named: serde_json::Value = content(&batch.take_frame(lobby(10), 1000).unwrap());
@@ -107,12 +115,12 @@ mod tests {
             batch.take_frame(lobby(10), 1000).is_none(),
             "nothing new, no frame"
         );
-        batch.left(UserId::new(0), "x");
+        batch.left(UserId::new(0), &x);
         let counted = content(&batch.take_frame(lobby(5000), 1000).unwrap());
         assert!(counted.get("left").is_none() && counted.get("joined").is_none());
         assert_eq!(counted["leftCount"], 1);
         assert_eq!(counted["userCount"], 5000);
-        batch.joined(UserId::new(1), "y");
+        batch.joined(UserId::new(1), &"y".into());
         let room = Scope::Room {
             room: "rust",
             member_count: 3,

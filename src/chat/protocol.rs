@@ -138,6 +138,15 @@ pub struct UserEntry {
     pub username: String,
 }
 
+impl UserEntry {
+    pub fn new(user_id: UserId, username: &str) -> UserEntry {
+        UserEntry {
+            user_id: user_id.to_string(),
+            username: username.to_string(),
+        }
+    }
+}
+
 /// Appends `text` as a JSON string token.
 pub(crate) fn put_json_string(out: &mut BytesMut, text: &str) {
     serde_json::to_writer(out.writer(), text).expect("writing to memory cannot fail");

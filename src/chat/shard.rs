@@ -92,7 +92,7 @@ impl Shard {
     }
 
     /// Makes `conn` a member of the lobby as `user_id`, and announces the join.
-    pub fn add_member(&self, conn: &Rc<Connection>, user_id: UserId, username: &str) {
+    pub fn add_member(&self, conn: &Rc<Connection>, user_id: UserId, username: &Arc<str>) {
         self.lobby.borrow_mut().insert(user_id, conn.clone());
         self.presence.borrow_mut().joined(user_id, username);
     }

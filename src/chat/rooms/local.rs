@@ -53,7 +53,11 @@ impl LocalRooms {
     ) -> Result<u64, TooMany> {
         self.next_ticket += 1;
         let ticket = self.next_ticket;
-        let rooms = self.of_user.entry(user).or_default();
+        // Most users are in one room or a few: start with room for one, not the usual four.
+        let rooms = self
+            .of_user
+            .entry(user)
+            .or_insert_with(|| Vec::with_capacity(1));
         if rooms.iter().any(|r| r == room) {
             return Ok(ticket);
         }
@@ -127,6 +131,9 @@ impl LocalRooms {
         };
         local.live.remove(user);
         local.pending.retain(|&(pending, _)| pending != user);
+        if local.pending.is_empty() {
+            local.pending = Vec::new();
+        }
         if local.is_empty() {
             self.rooms.remove(room);
         }

@@ -11,7 +11,6 @@ use crate::chat::presence::{PresenceBatch, Scope};
 use crate::chat::protocol::{self, ErrorCode, UserEntry};
 use crate::chat::user_id::UserId;
 use crate::config::Config;
-use crate::hub::Roster;
 
 use super::directory::RoomDirectory;
 use super::frames::{self, JoinAnswer};
@@ -53,7 +52,9 @@ struct OwnedRoom {
     /// The last message's seq; 0 before the first.
     seq: u64,
     history: History,
-    members: Roster<UserId, Arc<str>>,
+    /// Member names, for `join_response` and `members` pages. A plain map: the owner never fans
+    /// out over it (each core has its own roster for that), and a map entry is half a roster's.
+    members: HashMap<UserId, Arc<str>>,
     /// Members per core, and the cores with any: where each message is sent.
     members_on: Vec<u32>,
     cores_with_members: Vec<usize>,
@@ -121,7 +122,7 @@ impl OwnedRooms {
             self.create(room)?;
         }
         let state = self.rooms.get_mut(room).expect("created above");
-        if state.members.insert(user, username.clone()) {
+        if state.members.insert(user, username.clone()).is_none() {
             let core = user.core();
             state.members_on[core] += 1;
             if state.members_on[core] == 1 {
@@ -141,11 +142,7 @@ impl OwnedRooms {
             }
             None => (Vec::new(), None),
         };
-        let members: Vec<UserEntry> = state
-            .members
-            .page(0, self.limits.list_limit)
-            .map(|(id, name)| entry(id, name))
-            .collect();
+        let members = page(&state.members, 0, self.limits.list_limit);
         let answer = frames::join_response(&JoinAnswer {
             room,
             epoch: &state.epoch,
@@ -173,7 +170,7 @@ impl OwnedRooms {
                 epoch: epoch.into(),
                 seq: 0,
                 history: History::default(),
-                members: Roster::default(),
+                members: HashMap::new(),
                 members_on: vec![0; self.cores],
                 cores_with_members: Vec::new(),
                 presence: PresenceBatch::new(self.limits.presence_names),
@@ -186,11 +183,11 @@ impl OwnedRooms {
     }
 
     /// Takes `user` out of `room`, if it is in it.
-    pub fn leave(&mut self, room: &RoomName, user: UserId, username: &str) {
+    pub fn leave(&mut self, room: &RoomName, user: UserId, username: &Arc<str>) {
         let Some(state) = self.rooms.get_mut(room) else {
             return;
         };
-        if state.members.remove(user).is_none() {
+        if state.members.remove(&user).is_none() {
             return;
         }
         let core = user.core();
@@ -204,6 +201,8 @@ impl OwnedRooms {
         state.presence.left(user, username);
         self.directory.set_member_count(room, state.members.len());
         if state.members.is_empty() {
+            // An empty room may wait minutes for its members to come back: keep it small.
+            state.members.shrink_to_fit();
             state.empty_since = Some(Instant::now());
             if !state.listed_empty {
                 state.listed_empty = true;
@@ -216,7 +215,7 @@ impl OwnedRooms {
     /// `user` is not a member (a join the owner refused, or a leave that crossed the post).
     pub fn post(&mut self, room: &RoomName, user: UserId, body: &[u8]) -> Option<Bytes> {
         let state = self.rooms.get_mut(room)?;
-        if !state.members.contains(user) {
+        if !state.members.contains_key(&user) {
             return None;
         }
         state.seq += 1;
@@ -242,14 +241,14 @@ impl OwnedRooms {
 
     /// A `member_list` page for a member of `room`, or `NOT_IN_ROOM`.
     pub fn members_page(&self, room: &str, user: UserId, offset: usize) -> Bytes {
-        let Some(state) = self.rooms.get(room).filter(|s| s.members.contains(user)) else {
+        let Some(state) = self
+            .rooms
+            .get(room)
+            .filter(|s| s.members.contains_key(&user))
+        else {
             return not_in_room(room);
         };
-        let members: Vec<UserEntry> = state
-            .members
-            .page(offset, self.limits.list_limit)
-            .map(|(id, name)| entry(id, name))
-            .collect();
+        let members = page(&state.members, offset, self.limits.list_limit);
         frames::member_list(room, offset, &members, state.members.len())
     }
 
@@ -333,11 +332,14 @@ impl OwnedRooms {
     }
 }
 
-fn entry(user_id: UserId, username: &str) -> UserEntry {
-    UserEntry {
-        user_id: user_id.to_string(),
-        username: username.to_string(),
-    }
+/// Up to `limit` members from `offset`, in the map's order (stable while nobody joins or leaves).
+fn page(members: &HashMap<UserId, Arc<str>>, offset: usize, limit: usize) -> Vec<UserEntry> {
+    members
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|(id, name)| UserEntry::new(*id, name))
+        .collect()
 }
 
 /// The error for a room request from a non-member.
