@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::chat::directory::{NameError, Registration};
 use crate::chat::protocol::{self, ErrorCode, JsonString, Request};
 use crate::chat::rooms::requests as rooms;
+use crate::chat::rooms::RoomName;
 use crate::chat::shard::{self, Shard};
 use crate::chat::user_id::UserId;
 use crate::net::guards::Verdict;
@@ -21,7 +22,17 @@ pub struct Session {
     pub user_id: UserId,
     /// Shared with the directory: one copy of the name per user.
     pub username: Arc<str>,
+    /// The rooms the user is in or joining. Kept here rather than in a map on the core: a
+    /// membership then costs one pointer.
+    pub rooms: Vec<RoomName>,
     registration: Registration,
+}
+
+impl Session {
+    /// The shared name of `room` if the user is in it (or joining it).
+    pub fn room(&self, room: &str) -> Option<RoomName> {
+        self.rooms.iter().find(|r| &***r == room).cloned()
+    }
 }
 
 /// Acts on one frame from `conn`, whose logged-in user (if any) is `session`.
@@ -55,7 +66,7 @@ pub fn handle_frame(
         "pong" => {}
         "disconnect" => disconnect(shard, conn, session),
         kind @ ("chat" | "users" | "join" | "leave" | "rooms" | "members") => {
-            let Some(session) = session.as_ref() else {
+            let Some(session) = session.as_mut() else {
                 return not_connected(conn);
             };
             match kind {
@@ -117,6 +128,7 @@ fn login(
     *session = Some(Session {
         user_id,
         username,
+        rooms: Vec::new(),
         registration,
     });
 }
@@ -182,6 +194,6 @@ pub fn logout(shard: &Shard, conn: &Connection, session: &mut Option<Session>) {
         return;
     };
     tracing::debug!(conn = conn.id, user_id = %session.user_id, username = %session.username, "logged out");
-    shard.remove_member(session.user_id, &session.username);
+    shard.remove_member(session.user_id, &session.username, session.rooms);
     shard.directory.unregister(session.registration);
 }

@@ -20,7 +20,7 @@ use crate::chat::protocol::{self, ErrorCode};
 use crate::chat::rooms::directory::RoomDirectory;
 use crate::chat::rooms::local::LocalRooms;
 use crate::chat::rooms::owned::{OwnedRooms, OwnerLimits};
-use crate::chat::rooms::RoomMsg;
+use crate::chat::rooms::{RoomMsg, RoomName};
 use crate::chat::user_id::UserId;
 use crate::config::Config;
 use crate::hub::{Roster, Router};
@@ -54,7 +54,7 @@ pub struct Shard {
     pub room_directory: Arc<RoomDirectory>,
     /// Logged-in users of this core, by userID.
     lobby: RefCell<Roster<UserId>>,
-    /// This core's members of each room, and each of its users' rooms.
+    /// This core's members of each room.
     pub(crate) rooms: RefCell<LocalRooms>,
     /// The rooms this core owns: their seq, history and member lists.
     pub(crate) owned: RefCell<OwnedRooms>,
@@ -97,11 +97,11 @@ impl Shard {
         self.presence.borrow_mut().joined(user_id, username);
     }
 
-    /// Takes `user_id` out of the lobby and out of every room, and announces the leave.
-    pub fn remove_member(&self, user_id: UserId, username: &Arc<str>) {
+    /// Takes `user_id` out of the lobby and out of its `rooms`, and announces the leave.
+    pub fn remove_member(&self, user_id: UserId, username: &Arc<str>, rooms: Vec<RoomName>) {
         self.lobby.borrow_mut().remove(user_id);
         self.presence.borrow_mut().left(user_id, username);
-        self.leave_all_rooms(user_id, username);
+        self.leave_all_rooms(user_id, username, rooms);
     }
 
     /// The connection of a logged-in user of this core.

@@ -1,9 +1,10 @@
 //! The server-wide list of rooms and their member counts: what a `rooms` page shows, and where
 //! `--max-rooms` is enforced.
 //!
-//! Owner cores write it when a room is created or dropped and when its membership changes; readers
-//! take `rooms` pages. Like the user directory it sits behind a `Mutex` touched at joins, leaves and
-//! pages, never per message.
+//! A member's core admits a new room name before its join leaves for the owner (so the cap is
+//! checked where the client can be told at once); owner cores list a room they create, drop it when
+//! it expires, and keep its member count. Like the user directory it sits behind a `Mutex` touched
+//! at joins, leaves and pages, never per message.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -33,14 +34,24 @@ impl RoomDirectory {
         self.rooms.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Lists a new room, unless the server holds its maximum.
-    pub fn create(&self, room: &RoomName) -> Result<(), Full> {
+    /// Takes a room's name for a join: fine when the room is listed, else listed now (with no
+    /// members yet) unless the server holds its maximum.
+    pub fn admit(&self, room: &RoomName) -> Result<(), Full> {
         let mut rooms = self.lock();
+        if rooms.contains_key(room) {
+            return Ok(());
+        }
         if rooms.len() >= self.max_rooms {
             return Err(Full);
         }
         rooms.insert(room.clone(), 0);
         Ok(())
+    }
+
+    /// Lists a room its owner creates, if it is not listed yet. No cap here: the join that creates
+    /// a room was admitted, and a room dropped in between may come back over the cap by a few.
+    pub fn list(&self, room: &RoomName) {
+        self.lock().entry(room.clone()).or_insert(0);
     }
 
     pub fn set_member_count(&self, room: &str, count: usize) {
@@ -77,9 +88,10 @@ mod tests {
     fn creation_is_capped_and_pages_are_in_name_order() {
         let directory = RoomDirectory::new(2);
         let (b, a): (RoomName, RoomName) = ("b".into(), "a".into());
-        directory.create(&b).unwrap();
-        directory.create(&a).unwrap();
-        assert_eq!(directory.create(&"c".into()), Err(Full));
+        directory.admit(&b).unwrap();
+        directory.admit(&a).unwrap();
+        assert_eq!(directory.admit(&"c".into()), Err(Full));
+        assert_eq!(directory.admit(&a), Ok(()), "a listed room is admitted");
         directory.set_member_count("b", 3);
         let (page, count) = directory.page(1, 10);
         assert_eq!(count, 2);
@@ -91,6 +103,6 @@ mod tests {
             }]
         );
         directory.remove("a");
-        assert!(directory.create(&"c".into()).is_ok());
+        assert!(directory.admit(&"c".into()).is_ok());
     }
 }

@@ -17,7 +17,8 @@
 //! the replay: no gap and no duplicate. Until the answer arrives the member is *pending* on its
 //! core and gets no live frames.
 //!
-//! - [`local`]: a core's own members of each room, pending joins, and each user's rooms.
+//! - [`local`]: a core's own members of each room, and pending joins. (Each user's list of rooms is
+//!   in its session.)
 //! - [`owned`]: the rooms this core owns: seq, epoch, members, presence, idle expiry.
 //! - [`history`]: each owned room's recent messages, and the core-wide byte budget.
 //! - [`directory`]: the server-wide list of rooms with their member counts, for `rooms` pages.
@@ -64,12 +65,6 @@ pub enum RoomMsg {
         user: UserId,
         ticket: u64,
         frames: Vec<Bytes>,
-    },
-    /// Owner to member's core: the join was refused (`frame` says why).
-    Refused {
-        room: RoomName,
-        user: UserId,
-        frame: Bytes,
     },
     /// Member's core to owner: `user` left (`answer`: send the `leave_response`, which then
     /// follows the answers to the user's earlier requests for the room), or logged out.

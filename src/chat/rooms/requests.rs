@@ -10,7 +10,7 @@ use crate::net::Connection;
 
 use super::validate_room_name;
 
-pub fn join(shard: &Shard, conn: &Rc<Connection>, session: &Session, request: &Request<'_>) {
+pub fn join(shard: &Shard, conn: &Rc<Connection>, session: &mut Session, request: &Request<'_>) {
     let Some(room) = room_name(conn, request) else {
         return;
     };
@@ -24,12 +24,12 @@ pub fn join(shard: &Shard, conn: &Rc<Connection>, session: &Session, request: &R
             }
         },
     };
-    shard.join_room(conn, session.user_id, &session.username, room.into(), since);
+    shard.join_room(conn, session, room, since);
 }
 
-pub fn leave(shard: &Shard, conn: &Rc<Connection>, session: &Session, request: &Request<'_>) {
+pub fn leave(shard: &Shard, conn: &Rc<Connection>, session: &mut Session, request: &Request<'_>) {
     if let Some(room) = room_name(conn, request) {
-        shard.leave_room(conn, session.user_id, &session.username, room);
+        shard.leave_room(conn, session, room);
     }
 }
 
@@ -40,8 +40,7 @@ pub fn post(shard: &Shard, conn: &Rc<Connection>, session: &Session, request: &R
         return conn.reply(protocol::error(ErrorCode::InvalidMessage, reason));
     }
     if let Some(room) = room_name(conn, request) {
-        let (user, name) = (session.user_id, &session.username);
-        shard.post_to_room(conn, user, name, room, request.content);
+        shard.post_to_room(conn, session, room, request.content);
     }
 }
 
@@ -50,7 +49,7 @@ pub fn members(shard: &Shard, conn: &Rc<Connection>, session: &Session, request:
         return;
     };
     if let Some(offset) = parse_offset(conn, "members", request.content) {
-        shard.room_members(conn, session.user_id, room, offset);
+        shard.room_members(conn, session, room, offset);
     }
 }
 

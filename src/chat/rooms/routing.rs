@@ -8,35 +8,47 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::chat::protocol::{self, ErrorCode, JsonString};
+use crate::chat::session::Session;
 use crate::chat::shard::{Shard, ShardMsg};
 use crate::chat::user_id::UserId;
 use crate::net::outbound::OutFrame;
 use crate::net::Connection;
 
 use super::frames;
-use super::local::TooMany;
 use super::owned::not_in_room;
 use super::{owner_core, RoomMsg, RoomName};
 
 impl Shard {
-    /// `user` asks to join `room`; the owner answers with the `join_response` and any replay.
+    /// The session's user asks to join `room`; the owner answers with the `join_response` and
+    /// any replay. The caps are checked here: the user's, and the server's, whose room directory
+    /// takes the name before the join leaves for the owner, so the owner never has to refuse.
     pub fn join_room(
         &self,
         conn: &Rc<Connection>,
-        user: UserId,
-        username: &Arc<str>,
-        room: RoomName,
+        session: &mut Session,
+        room: &str,
         since: Option<u64>,
     ) {
-        let max = self.config.max_rooms_per_user;
-        let ticket = match self.rooms.borrow_mut().request_join(user, &room, max) {
-            Ok(ticket) => ticket,
-            Err(TooMany) => {
-                let reason = format!("you are in {max} rooms, the most one user may be in");
-                return conn.reply(protocol::error(ErrorCode::TooManyRooms, &reason));
+        let room = match session.room(room) {
+            Some(room) => room,
+            None => {
+                let max = self.config.max_rooms_per_user;
+                if session.rooms.len() >= max {
+                    let reason = format!("you are in {max} rooms, the most one user may be in");
+                    return conn.reply(protocol::error(ErrorCode::TooManyRooms, &reason));
+                }
+                let room: RoomName = room.into();
+                if self.room_directory.admit(&room).is_err() {
+                    let reason = "the server holds its maximum number of rooms";
+                    return conn.reply(protocol::error(ErrorCode::TooManyRooms, reason));
+                }
+                session.rooms.push(room.clone());
+                room
             }
         };
-        let username = username.clone();
+        let user = session.user_id;
+        let ticket = self.rooms.borrow_mut().request_join(user, &room);
+        let username = session.username.clone();
         let owner = self.owner_of(&room);
         self.to_core(
             owner,
@@ -50,14 +62,16 @@ impl Shard {
         );
     }
 
-    /// `user` leaves `room`: no more of its frames from now on. The owner answers, so that the
-    /// `leave_response` follows the answer to a `join` sent just before.
-    pub fn leave_room(&self, conn: &Rc<Connection>, user: UserId, username: &Arc<str>, room: &str) {
-        let Some(room) = self.rooms.borrow().room_of(user, room) else {
+    /// The session's user leaves `room`: no more of its frames from now on. The owner answers, so
+    /// that the `leave_response` follows the answer to a `join` sent just before.
+    pub fn leave_room(&self, conn: &Rc<Connection>, session: &mut Session, room: &str) {
+        let Some(at) = session.rooms.iter().position(|r| &**r == room) else {
             return conn.reply(not_in_room(room));
         };
+        let room = session.rooms.swap_remove(at);
+        let user = session.user_id;
         self.rooms.borrow_mut().leave(user, &room);
-        let username = username.clone();
+        let username = session.username.clone();
         let owner = self.owner_of(&room);
         self.to_core(
             owner,
@@ -71,9 +85,9 @@ impl Shard {
     }
 
     /// Takes a logged-out user out of all its rooms.
-    pub fn leave_all_rooms(&self, user: UserId, username: &Arc<str>) {
-        let rooms = self.rooms.borrow_mut().leave_all(user);
+    pub fn leave_all_rooms(&self, user: UserId, username: &Arc<str>, rooms: Vec<RoomName>) {
         for room in rooms {
+            self.rooms.borrow_mut().leave(user, &room);
             let username = username.clone();
             let owner = self.owner_of(&room);
             self.to_core(
@@ -88,27 +102,34 @@ impl Shard {
         }
     }
 
-    /// A chat message from `user` for `room`, to be stamped by the owner.
+    /// A chat message from the session's user for `room`, to be stamped by the owner.
     pub fn post_to_room(
         &self,
         conn: &Rc<Connection>,
-        user: UserId,
-        username: &str,
+        session: &Session,
         room: &str,
         content: JsonString<'_>,
     ) {
-        let Some(room) = self.rooms.borrow().room_of(user, room) else {
+        let Some(room) = session.room(room) else {
             return conn.reply(not_in_room(room));
         };
-        let body = protocol::room_chat_body(user, username, &room, content);
+        let user = session.user_id;
+        let body = protocol::room_chat_body(user, &session.username, &room, content);
         self.to_core(self.owner_of(&room), RoomMsg::Post { room, user, body });
     }
 
     /// A page of `room`'s members, from its owner.
-    pub fn room_members(&self, conn: &Rc<Connection>, user: UserId, room: &str, offset: usize) {
-        let Some(room) = self.rooms.borrow().room_of(user, room) else {
+    pub fn room_members(
+        &self,
+        conn: &Rc<Connection>,
+        session: &Session,
+        room: &str,
+        offset: usize,
+    ) {
+        let Some(room) = session.room(room) else {
             return conn.reply(not_in_room(room));
         };
+        let user = session.user_id;
         self.to_core(
             self.owner_of(&room),
             RoomMsg::Members { room, user, offset },
@@ -140,17 +161,14 @@ impl Shard {
                 since,
                 ticket,
             } => {
-                let answer = self.owned.borrow_mut().join(&room, user, &username, since);
-                let reply = match answer {
-                    Ok(frames) => RoomMsg::Joined {
-                        room,
-                        user,
-                        ticket,
-                        frames,
-                    },
-                    Err(frame) => RoomMsg::Refused { room, user, frame },
+                let frames = self.owned.borrow_mut().join(&room, user, &username, since);
+                let joined = RoomMsg::Joined {
+                    room,
+                    user,
+                    ticket,
+                    frames,
                 };
-                self.to_core(user.core(), reply);
+                self.to_core(user.core(), joined);
             }
             RoomMsg::Joined {
                 room,
@@ -165,10 +183,6 @@ impl Shard {
                 for frame in frames {
                     conn.reply(frame);
                 }
-            }
-            RoomMsg::Refused { room, user, frame } => {
-                self.rooms.borrow_mut().leave(user, &room);
-                self.reply_to(user, frame);
             }
             RoomMsg::Leave {
                 room,
