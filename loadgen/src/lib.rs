@@ -7,7 +7,6 @@
 
 pub mod clock;
 pub mod connect;
-pub mod join;
 pub mod limits;
 pub mod options;
 pub mod plot;

@@ -1,4 +1,4 @@
-//! Command-line options. `Options` is both the clap parser and the input of [`crate::run`], so
+//! Command-line options. `Options` is both the clap parser and the input of `run`, so
 //! tests build it with `Options::try_parse_from` exactly as a user would type it.
 
 use crate::Error;
@@ -218,7 +218,7 @@ impl Options {
         {
             return bad("a broadcast needs at least two reading clients");
         }
-        crate::rooms::validate(o).map_err(Error::Config)?;
+        validate_rooms(o).map_err(Error::Config)?;
         if let Some(pid) = o.server_pid {
             crate::limits::proc_cpu_ns(pid).map_err(|e| {
                 Error::Config(format!(
@@ -313,4 +313,36 @@ pub fn parse_source_ips(s: &str) -> Result<SourceIps, String> {
         return Err(format!("{bad} is not a loopback address (127.0.0.0/8)"));
     }
     Ok(SourceIps(out))
+}
+
+/// Why these room options cannot work, if they cannot.
+fn validate_rooms(o: &Options) -> Result<(), String> {
+    let (n, k) = (o.rooms, o.rooms_per_client);
+    if n == 0 {
+        return Ok(());
+    }
+    if n > u32::MAX as usize {
+        return Err("--rooms is too large".into());
+    }
+    if o.pattern == Pattern::Direct {
+        return Err(
+            "--rooms and --pattern direct do not mix: a room message goes to the room".into(),
+        );
+    }
+    if k == 0 || k > n {
+        return Err("--rooms-per-client must be between 1 and --rooms".into());
+    }
+    if o.clients.saturating_mul(k) < n {
+        return Err(format!(
+            "every room needs a member: --clients × --rooms-per-client must be at least --rooms ({n})"
+        ));
+    }
+    if o.protocol == Protocol::UringChat && o.senders.saturating_mul(k) < n {
+        return Err(format!(
+            "a room message must come from a member and sender s is in rooms s*K..s*K+K-1, so \
+             every room has a sending member only with --senders ≥ rooms / rooms-per-client = {}",
+            n.div_ceil(k)
+        ));
+    }
+    Ok(())
 }

@@ -5,7 +5,7 @@ use crate::clock::Clock;
 use crate::redis;
 use crate::room_order::{self, RoomSeqs};
 use crate::rooms::Membership;
-use crate::stamp::{parse_stamp, scan_line, Frame, LineBuffer};
+use crate::stamp::{parse_stamp, scan_line, Frame, LineBuffer, MAX_FRAME};
 use crate::stats::{SeqTracker, ThreadStats};
 use crate::worker::{Shared, Writer};
 use std::cell::RefCell;
@@ -14,9 +14,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;
-
-/// The largest frame a receiver accepts (the buffer grows up to this for one frame).
-pub const MAX_FRAME: usize = 4 << 20;
 
 const PONG: &[u8] = b"{\"type\":\"pong\",\"content\":\"\"}\n";
 

@@ -8,7 +8,6 @@
 //! so `S*K ≥ N` puts a sending member in every room.
 
 use crate::clock::Rng;
-use crate::options::{Options, Pattern, Protocol};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
@@ -102,36 +101,4 @@ impl RoomSend {
 /// The name of room `r`: `room-<r>` (a uring-chat room and a Redis channel alike).
 pub fn name(r: u32) -> String {
     format!("room-{r}")
-}
-
-/// Why these room options cannot work, if they cannot.
-pub fn validate(o: &Options) -> Result<(), String> {
-    let (n, k) = (o.rooms, o.rooms_per_client);
-    if n == 0 {
-        return Ok(());
-    }
-    if n > u32::MAX as usize {
-        return Err("--rooms is too large".into());
-    }
-    if o.pattern == Pattern::Direct {
-        return Err(
-            "--rooms and --pattern direct do not mix: a room message goes to the room".into(),
-        );
-    }
-    if k == 0 || k > n {
-        return Err("--rooms-per-client must be between 1 and --rooms".into());
-    }
-    if o.clients.saturating_mul(k) < n {
-        return Err(format!(
-            "every room needs a member: --clients × --rooms-per-client must be at least --rooms ({n})"
-        ));
-    }
-    if o.protocol == Protocol::UringChat && o.senders.saturating_mul(k) < n {
-        return Err(format!(
-            "a room message must come from a member and sender s is in rooms s*K..s*K+K-1, so \
-             every room has a sending member only with --senders ≥ rooms / rooms-per-client = {}",
-            n.div_ceil(k)
-        ));
-    }
-    Ok(())
 }

@@ -128,6 +128,9 @@ fn content_finder() -> &'static memmem::Finder<'static> {
     F.get_or_init(|| memmem::Finder::new(CONTENT))
 }
 
+/// The largest frame a receiver accepts (the buffer grows up to this for one frame).
+pub const MAX_FRAME: usize = 4 << 20;
+
 /// A per-connection read buffer that hands out complete `\n`-terminated lines and keeps the
 /// partial tail for the next read. It starts small (see `--read-buffer`) and grows only when one
 /// frame does not fit, so 10,000 clients cost 10,000 × 16 KiB, not × 64 KiB.

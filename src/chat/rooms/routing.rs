@@ -69,37 +69,30 @@ impl Shard {
             return conn.reply(not_in_room(room));
         };
         let room = session.rooms.swap_remove(at);
-        let user = session.user_id;
+        self.leave(session.user_id, &session.username, room, true);
+    }
+
+    /// Takes a logged-out user out of all its rooms.
+    pub fn leave_all_rooms(&self, user: UserId, username: &Arc<str>, rooms: Vec<RoomName>) {
+        for room in rooms {
+            self.leave(user, username, room, false);
+        }
+    }
+
+    /// Stops `room`'s frames to `user` here, and tells the owner (which answers when `answer`).
+    fn leave(&self, user: UserId, username: &Arc<str>, room: RoomName, answer: bool) {
         self.rooms.borrow_mut().leave(user, &room);
-        let username = session.username.clone();
         let owner = self.owner_of(&room);
+        let username = username.clone();
         self.to_core(
             owner,
             RoomMsg::Leave {
                 room,
                 user,
                 username,
-                answer: true,
+                answer,
             },
         );
-    }
-
-    /// Takes a logged-out user out of all its rooms.
-    pub fn leave_all_rooms(&self, user: UserId, username: &Arc<str>, rooms: Vec<RoomName>) {
-        for room in rooms {
-            self.rooms.borrow_mut().leave(user, &room);
-            let username = username.clone();
-            let owner = self.owner_of(&room);
-            self.to_core(
-                owner,
-                RoomMsg::Leave {
-                    room,
-                    user,
-                    username,
-                    answer: false,
-                },
-            );
-        }
     }
 
     /// A chat message from the session's user for `room`, to be stamped by the owner.
