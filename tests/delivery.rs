@@ -18,21 +18,27 @@ const CORES: usize = 2;
 /// Broadcasts reach every other user exactly once, in per-sender order, across both cores.
 #[test]
 fn broadcast_reaches_every_other_user_once_in_order_across_cores() {
-    broadcast_in_order(DEFAULT_INLINE_SEND_MIN);
+    broadcast_in_order(DEFAULT_INLINE_SEND_MIN, 2);
 }
 
 /// The same when every write is sent inline (as a fan-out to thousands of connections is).
 #[test]
 fn broadcast_sent_inline_reaches_every_other_user_once_in_order() {
-    broadcast_in_order(1);
+    broadcast_in_order(1, 2);
 }
 
-fn broadcast_in_order(inline_send_min: usize) {
+/// Inline, with passes long enough to yield (64 connections) and send what was queued meanwhile.
+#[test]
+fn broadcast_sent_inline_in_passes_that_yield_stays_once_and_in_order() {
+    broadcast_in_order(1, 70);
+}
+
+fn broadcast_in_order(inline_send_min: usize, per_core: usize) {
     let server = TestServer::start_with(|c| {
         c.rate_limit = 0;
         c.inline_send_min = inline_send_min;
     });
-    let mut clients = server.login_on_every_core("user", CORES, 2);
+    let mut clients = server.login_on_every_core("user", CORES, per_core);
     let senders: Vec<usize> = (0..CORES)
         .map(|core| clients.iter().position(|c| c.core == core).unwrap())
         .collect();
