@@ -186,10 +186,15 @@ run_matrix() {
     # Many small rooms (one sending member per room), and one big room beside the lobby's
     # broadcast at the same load.
     local room_clients=10000 rooms=1000 room_rate=10000 big_room_rate=100
+    # Mixed traffic (issue 10): direct messages from every client, each its own write, alone
+    # right after the logins, then beside a lobby broadcast stream and login churn. --send-tick 0:
+    # the default 1 ms tick alone would put up to 1 ms into a p99 whose target is 1 ms.
+    local mixed_clients=10000 mixed_dm_rate=20000 mixed_broadcast_rate=2 mixed_churn=100
     if [[ $QUICK == 1 ]]; then
         broadcast_clients=(200) broadcast_rates=(10 100)
         find_max_clients=200 direct_clients=200 direct_senders=5 direct_rates=(1000)
         find_max_steps=1 room_clients=200 rooms=20 room_rate=200 big_room_rate=10
+        mixed_clients=200 mixed_dm_rate=1000 mixed_churn=10
     fi
     for clients in "${broadcast_clients[@]}"; do
         for rate in "${broadcast_rates[@]}"; do
@@ -213,6 +218,15 @@ run_matrix() {
     done
     run "room-big-c$room_clients-r$big_room_rate" "$p" "$(run_limit)" \
         --clients "$room_clients" --rooms 1 --rate "$big_room_rate"
+    run "mixed-dm-c$mixed_clients-r$mixed_dm_rate" "$p" "$(run_limit)" \
+        --pattern mixed --clients "$mixed_clients" --dm-rate "$mixed_dm_rate" --send-tick 0
+    run "mixed-c$mixed_clients-b$mixed_broadcast_rate-dm$mixed_dm_rate-churn$mixed_churn" "$p" \
+        "$(run_limit)" --pattern mixed --clients "$mixed_clients" --send-tick 0 \
+        --broadcast-rate "$mixed_broadcast_rate" --dm-rate "$mixed_dm_rate" --churn "$mixed_churn"
+    # The same with the broadcast stream in a room of every client instead of the lobby.
+    run "mixed-room-c$mixed_clients-b$mixed_broadcast_rate-dm$mixed_dm_rate-churn$mixed_churn" "$p" \
+        "$(run_limit)" --pattern mixed --clients "$mixed_clients" --big-room "$mixed_clients" \
+        --send-tick 0 --broadcast-rate "$mixed_broadcast_rate" --dm-rate "$mixed_dm_rate" --churn "$mixed_churn"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -251,7 +265,13 @@ row() {
         def failed: if .connect.failed > 0 then " (\(.connect.failed) failed)" else "" end;
         def rate: if .find_max then "\(.rate) (max held)" else "\(.rate)" end;
         def order: "\(.duplicated) / \(.order_violations // "-")";
-        "| \($scenario) | \($server) | \(.clients)\(failed) | \(rate) | \(.deliveries_per_sec | round | thousands) | \(.latency_us.p50 | dur) | \(.latency_us.p99 | dur) | \(.latency_us.p999 | dur) | \(.latency_us.max | dur) | \(loss) | \(order) | \(.cpu.server_ns_per_delivery | int) | \(.cpu.loadgen_ns_per_delivery | int) |"
+        "| \($scenario) | \($server) | \(.clients)\(failed) | \(rate) | \(.deliveries_per_sec | round | thousands) | \(.latency_us.p50 | dur) | \(.latency_us.p99 | dur) | \(.latency_us.p999 | dur) | \(.latency_us.max | dur) | \(loss) | \(order) | \(.cpu.server_ns_per_delivery | int) | \(.cpu.loadgen_ns_per_delivery | int) |",
+        # --pattern mixed: a row per kind under the row of the run (all kinds together), and churn.
+        (.duration_s as $d | .churn as $churn | .kinds // empty |
+            (["broadcast", "direct"][] as $k | .[$k] | select(.rate > 0) |
+                "| ↳ \($k) | \($server) | | \(.rate) | \(.received / $d | round | thousands) | \(.latency_us.p50 | dur) | \(.latency_us.p99 | dur) | \(.latency_us.p999 | dur) | \(.latency_us.max | dur) | \(loss) | \(.duplicated) / - | | |"),
+            "| ↳ presence | \($server) | | | \(.presence.frames) frames, \(.presence.bytes) B | | | | | | | | |",
+            (if $churn then "| ↳ churn | \($server) | \($churn.clients) extra | \($churn.rate)/s | \($churn.cycles) cycles, \($churn.failed) failed | | | | | | | | |" else empty end))
     ' "$3"
 }
 

@@ -5,9 +5,11 @@
 //! `run` is the whole measurement so tests drive it in-process; `main.rs` only parses and prints.
 //! See docs/LOADGEN.md for the flags, the phases and the report's fields.
 
+pub mod churn;
 pub mod clock;
 pub mod connect;
 pub mod limits;
+pub mod mixed;
 pub mod options;
 pub mod plot;
 pub mod progress;

@@ -9,12 +9,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Plot(p)) => match loadgen::plot::load_reports(&p.reports) {
-            Ok(series) => {
+            Ok(panels) => {
                 let title = p
                     .title
                     .as_deref()
                     .unwrap_or("delivery latency by percentile");
-                match loadgen::plot::write(&p.out, title, &series) {
+                match std::fs::write(&p.out, loadgen::plot::render_panels(title, &panels)) {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => fail(&format!("{}: {e}", p.out.display())),
                 }

@@ -25,6 +25,9 @@ pub enum Pattern {
     Broadcast,
     /// Every message goes to one client chosen at random.
     Direct,
+    /// A broadcast stream, direct messages from many senders and login churn at once
+    /// (`--broadcast-rate`, `--dm-rate`, `--dm-senders`, `--churn`).
+    Mixed,
 }
 
 /// A loss threshold: an absolute number of deliveries, or a percentage of those expected.
@@ -61,7 +64,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Render one SVG percentile spectrum comparing several saved `--json` reports.
+    /// Render saved `--json` reports as SVG percentile spectra, one small panel per scenario.
     Plot(PlotOptions),
 }
 
@@ -73,7 +76,8 @@ pub struct PlotOptions {
     /// Chart title.
     #[arg(long)]
     pub title: Option<String>,
-    /// JSON reports written by `loadgen --json` (one series each, labelled by file name).
+    /// JSON reports written by `loadgen --json`, named `<server>-<scenario>.json` as bench.sh
+    /// writes them: reports of one scenario share a panel (uring-chat solid, Redis dashed).
     #[arg(required = true)]
     pub reports: Vec<PathBuf>,
 }
@@ -128,6 +132,24 @@ pub struct Options {
     /// Rooms each client joins (with --rooms): client i is in rooms (i*K + j) mod N, j in 0..K.
     #[arg(long, default_value_t = 1)]
     pub rooms_per_client: usize,
+    /// --pattern mixed: broadcast messages per second (into the lobby; Redis: one channel).
+    #[arg(long, default_value_t = 0.0)]
+    pub broadcast_rate: f64,
+    /// --pattern mixed: direct messages per second, each its own write, from many connections.
+    #[arg(long, default_value_t = 0.0)]
+    pub dm_rate: f64,
+    /// --pattern mixed: connections that send direct messages (0: every reading client for
+    /// uring-chat; for Redis, where each is an extra connection, min(reading clients, 1000)).
+    #[arg(long, default_value_t = 0)]
+    pub dm_senders: usize,
+    /// --pattern mixed: clients per second that leave and log back in (uring-chat: disconnect and
+    /// a new login; Redis: UNSUBSCRIBE + SUBSCRIBE). Churning clients are extra connections.
+    #[arg(long, default_value_t = 0.0)]
+    pub churn: f64,
+    /// --pattern mixed: the first N clients join room `room-0` and the broadcast stream goes
+    /// there instead of the lobby (0: the lobby).
+    #[arg(long, default_value_t = 0)]
+    pub big_room: usize,
     /// uring-chat or redis.
     #[arg(long, value_enum, default_value_t = Protocol::UringChat)]
     pub protocol: Protocol,
@@ -192,7 +214,7 @@ impl Options {
         if o.clients == 0 || o.senders == 0 || o.threads == 0 {
             return bad("--clients, --senders and --threads must be at least 1");
         }
-        if !(o.rate > 0.0 && o.rate.is_finite()) {
+        if !(o.rate > 0.0 && o.rate.is_finite()) && o.pattern != Pattern::Mixed {
             return bad("--rate must be a positive number of messages per second");
         }
         if !(0.0..100.0).contains(&o.slow_clients) {
@@ -205,7 +227,7 @@ impl Options {
             return bad("--connect-concurrency must be at least 1");
         }
         let fast = o.clients - o.slow_count();
-        if o.protocol == Protocol::UringChat && o.senders > fast {
+        if o.protocol == Protocol::UringChat && o.senders > fast && o.pattern != Pattern::Mixed {
             return bad(
                 "--senders are among the clients that read: more senders than such clients",
             );
@@ -218,6 +240,7 @@ impl Options {
         {
             return bad("a broadcast needs at least two reading clients");
         }
+        validate_mixed(o).map_err(Error::Config)?;
         validate_rooms(o).map_err(Error::Config)?;
         if let Some(pid) = o.server_pid {
             crate::limits::proc_cpu_ns(pid).map_err(|e| {
@@ -343,6 +366,51 @@ fn validate_rooms(o: &Options) -> Result<(), String> {
              every room has a sending member only with --senders ≥ rooms / rooms-per-client = {}",
             n.div_ceil(k)
         ));
+    }
+    Ok(())
+}
+
+/// Why these mixed-mode options cannot work, if they cannot.
+fn validate_mixed(o: &Options) -> Result<(), String> {
+    let given = o.broadcast_rate > 0.0
+        || o.dm_rate > 0.0
+        || o.dm_senders > 0
+        || o.churn > 0.0
+        || o.big_room > 0;
+    if o.pattern != Pattern::Mixed {
+        return match given {
+            true => Err(
+                "--broadcast-rate, --dm-rate, --dm-senders, --churn and --big-room need \
+                         --pattern mixed"
+                    .into(),
+            ),
+            false => Ok(()),
+        };
+    }
+    let ok = |r: f64| r >= 0.0 && r.is_finite();
+    if !(ok(o.broadcast_rate) && ok(o.dm_rate) && ok(o.churn)) {
+        return Err(
+            "--broadcast-rate, --dm-rate and --churn must be finite and not negative".into(),
+        );
+    }
+    if o.broadcast_rate + o.dm_rate <= 0.0 {
+        return Err("--pattern mixed needs --broadcast-rate or --dm-rate above 0".into());
+    }
+    if o.rooms > 0 {
+        return Err("--pattern mixed does not take --rooms".into());
+    }
+    if o.find_max {
+        return Err("--pattern mixed does not take --find-max (its rates are fixed)".into());
+    }
+    let fast = o.clients - o.slow_count();
+    if o.big_room > o.clients {
+        return Err("--big-room is at most --clients".into());
+    }
+    if o.protocol == Protocol::UringChat && o.dm_senders > fast {
+        return Err("--dm-senders are among the clients that read: more than such clients".into());
+    }
+    if o.protocol == Protocol::UringChat && o.broadcast_rate > 0.0 && fast < 2 {
+        return Err("a broadcast needs at least two reading clients".into());
     }
     Ok(())
 }

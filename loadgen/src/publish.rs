@@ -9,6 +9,7 @@
 //! it runs nothing else, and the sockets' readiness is driven by the worker runtimes that own them.
 
 use crate::clock::{Clock, Rng, Schedule};
+use crate::mixed::{Kind, Mix};
 use crate::options::{Pattern, Protocol};
 use crate::redis;
 use crate::room_wire::encode_post;
@@ -41,12 +42,16 @@ pub struct SenderSet {
     pub tick: Duration,
     /// With `--rooms`: every message goes into a random room, from a sender allowed to post there.
     pub rooms: Option<RoomSend>,
+    /// With `--pattern mixed`: the two rates (see `run_mixed_round`).
+    pub mix: Option<Mix>,
 }
 
 /// One round of sending.
 pub struct Round {
     pub schedule: Schedule,
     pub window: Window,
+    /// `--pattern mixed`: the deliveries one broadcast is expected to make this round.
+    pub broadcast_reach: u64,
 }
 
 /// What the sender thread did in a round.
@@ -59,8 +64,11 @@ pub struct RoundResult {
     /// How late each message left: write completion minus intended time.
     pub lag: Histogram<u64>,
     pub errors: Vec<String>,
-    /// With `--rooms`: what the measured messages were expected to reach.
+    /// With `--rooms` (and `--pattern mixed`): what each measured message was expected to reach.
     pub rooms: Option<RoomTally>,
+    /// `--pattern mixed`: measured messages written and the deliveries expected of them, by
+    /// `mixed::Kind`.
+    pub by_kind: [(u64, u64); 2],
 }
 
 /// Deliveries expected of a round's room messages: each reaches the reading members its room
@@ -95,7 +103,10 @@ pub fn spawn(set: SenderSet) -> std::io::Result<Sender> {
                 .expect("tokio runtime");
             let mut rng = Rng::new(set.seed);
             while let Ok(round) = round_rx.recv() {
-                let r = rt.block_on(run_round(&set, &round, &mut rng));
+                let r = match set.mix {
+                    Some(mix) => rt.block_on(run_mixed_round(&set, mix, &round, &mut rng)),
+                    None => rt.block_on(run_round(&set, &round, &mut rng)),
+                };
                 if res_tx.send(r).is_err() {
                     break;
                 }
@@ -119,9 +130,20 @@ pub fn encode(
     rng: &mut Rng,
 ) {
     let recipient = match set.pattern {
-        Pattern::Broadcast => None,
+        Pattern::Broadcast | Pattern::Mixed => None,
         Pattern::Direct => Some(set.recipients[rng.below(set.recipients.len())].as_slice()),
     };
+    encode_to(out, scratch, set, stamp, recipient);
+}
+
+/// Appends the frame for message `stamp`: a broadcast, or a direct message to `recipient`.
+pub fn encode_to(
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    set: &SenderSet,
+    stamp: Stamp,
+    recipient: Option<&[u8]>,
+) {
     match set.protocol {
         Protocol::UringChat => {
             match recipient {
@@ -161,6 +183,7 @@ async fn run_round(set: &SenderSet, round: &Round, rng: &mut Rng) -> RoundResult
         failed: 0,
         lag: new_histogram(),
         errors: Vec::new(),
+        by_kind: [(0, 0); 2],
         rooms: set.rooms.as_ref().map(|_| RoomTally {
             expected: 0,
             per_message: if window.len() <= FANOUT_MAX_MESSAGES {
@@ -255,5 +278,114 @@ async fn run_round(set: &SenderSet, round: &Round, rng: &mut Rng) -> RoundResult
         }
         next = upto;
     }
+    res
+}
+
+/// The sender thread's round in `--pattern mixed`: each message is written on its own (one write
+/// per message, as real clients send them), the broadcast stream from sender 0 and every direct
+/// message from a random direct sender to a random reading client. Wake-ups still follow
+/// `--send-tick`, so a late wake-up writes the messages then due one after the other. With
+/// `--big-room` the broadcast stream is posted into `room-0` instead of the lobby. The result's
+/// tally holds each measured message's expected deliveries
+/// (`round.broadcast_reach` for a broadcast, 1 for a direct message), as rooms do.
+async fn run_mixed_round(set: &SenderSet, mix: Mix, round: &Round, rng: &mut Rng) -> RoundResult {
+    let s = set.writers.len().max(1);
+    let sched = round.schedule;
+    let window = round.window;
+    let clock = set.clock;
+    let mut dead = vec![false; s];
+    let (mut buf, mut scratch) = (Vec::new(), Vec::new());
+    let mut tally = RoomTally {
+        expected: 0,
+        per_message: if window.len() <= FANOUT_MAX_MESSAGES {
+            vec![0; window.len() as usize]
+        } else {
+            Vec::new()
+        },
+    };
+    let mut res = RoundResult {
+        sent: 0,
+        sent_measured: 0,
+        failed: 0,
+        lag: new_histogram(),
+        errors: Vec::new(),
+        rooms: None,
+        by_kind: [(0, 0); 2],
+    };
+    let reach = u32::try_from(round.broadcast_reach).unwrap_or(u32::MAX);
+    let tick = set.tick.as_nanos() as u64;
+    let mut next = sched.first;
+    let mut woke = 0u64;
+    while next < sched.end {
+        let due = sched.intended(next).max(woke + tick);
+        let now = clock.now_ns();
+        if due > now {
+            std::thread::sleep(Duration::from_nanos(due - now));
+        }
+        woke = clock.now_ns();
+        let upto = sched.due_until(next, woke).clamp(next + 1, next + 4096);
+        for g in next..upto {
+            let kind = mix.kind(g);
+            let (who, recipient, needs) = match kind {
+                Kind::Broadcast => match &set.rooms {
+                    // --big-room: the room's reading members now, the sender included.
+                    Some(rs) => (0, None, rs.plan.members(0)),
+                    None => (0, None, reach),
+                },
+                Kind::Direct => {
+                    let r = &set.recipients[rng.below(set.recipients.len())];
+                    (rng.below(s), Some(r.as_slice()), 1)
+                }
+            };
+            let measured = window.contains(g);
+            if measured {
+                if let Some(slot) = tally.per_message.get_mut((g - window.start) as usize) {
+                    *slot = needs;
+                }
+            }
+            if dead[who] {
+                res.failed += 1;
+                continue;
+            }
+            // Broadcasts name sender `s` (one past the direct senders) in their stamp, so their
+            // order is checked as a stream of their own, not against sender 0's direct messages.
+            let stamp = Stamp {
+                sender: if kind == Kind::Broadcast { s } else { who } as u32,
+                seq: g,
+                intended_ns: sched.intended(g),
+            };
+            buf.clear();
+            match (kind, &set.rooms) {
+                (Kind::Broadcast, Some(_)) => {
+                    encode_post(&mut buf, &mut scratch, set.protocol, 0, stamp, set.size)
+                }
+                _ => encode_to(&mut buf, &mut scratch, set, stamp, recipient),
+            }
+            let ok = {
+                let mut w = set.writers[who].lock().await;
+                w.write_all(&buf).await
+            };
+            match ok {
+                Ok(()) => {
+                    res.sent += 1;
+                    if measured {
+                        res.sent_measured += 1;
+                        res.by_kind[kind as usize].0 += 1;
+                        res.by_kind[kind as usize].1 += needs as u64;
+                        tally.expected += needs as u64;
+                    }
+                }
+                Err(e) => {
+                    dead[who] = true;
+                    res.failed += 1;
+                    res.errors.push(format!("sender {who}: {e}"));
+                }
+            }
+            res.lag
+                .saturating_record(clock.now_ns().saturating_sub(stamp.intended_ns).max(1));
+        }
+        next = upto;
+    }
+    res.rooms = Some(tally);
     res
 }

@@ -4,6 +4,7 @@
 use crate::clock::Clock;
 use crate::redis;
 use crate::room_order::{self, RoomSeqs};
+use crate::room_wire::room_of;
 use crate::rooms::Membership;
 use crate::stamp::{parse_stamp, scan_line, Frame, LineBuffer, MAX_FRAME};
 use crate::stats::{SeqTracker, ThreadStats};
@@ -16,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;
 
 const PONG: &[u8] = b"{\"type\":\"pong\",\"content\":\"\"}\n";
+const PRESENCE: &[u8] = br#"{"type":"presence""#;
 
 /// What the receive tasks of one thread share.
 pub struct Ctx {
@@ -24,6 +26,8 @@ pub struct Ctx {
     pub read_buffer: usize,
     pub stats: Rc<RefCell<ThreadStats>>,
     pub shared: Arc<Shared>,
+    /// `--pattern mixed`: direct messages (no `room`) arrive beside room messages.
+    pub mixed: bool,
 }
 
 /// Reads into `buf`; `false` when the connection is gone.
@@ -71,8 +75,10 @@ pub async fn chat(
             buf.drain_lines(|line| match scan_line(line) {
                 Frame::Chat(s) => {
                     measured += match &mut seqs {
-                        None => st.record(s, now, &mut order),
-                        Some(seqs) => room_order::record(&mut st, seqs, line, s, now),
+                        Some(seqs) if !ctx.mixed || room_of(line).is_some() => {
+                            room_order::record(&mut st, seqs, line, s, now)
+                        }
+                        _ => st.record(s, now, &mut order),
                     } as u64
                 }
                 Frame::Foreign => {
@@ -83,7 +89,12 @@ pub async fn chat(
                 }
                 Frame::Ping => pong = true,
                 Frame::Error(code) => st.count_error(code),
-                Frame::Other => {}
+                Frame::Other => {
+                    if line.starts_with(PRESENCE) {
+                        st.presence_frames += 1;
+                        st.presence_bytes += line.len() as u64 + 1;
+                    }
+                }
             });
         }
         if measured > 0 {

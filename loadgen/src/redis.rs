@@ -22,6 +22,13 @@ pub fn subscribe(channel: &str) -> Vec<u8> {
     subscribe_all(&[channel.to_string()])
 }
 
+/// `UNSUBSCRIBE channel` as a RESP array (churn, `--pattern mixed`).
+pub fn unsubscribe(channel: &str) -> Vec<u8> {
+    let mut out = b"*2\r\n$11\r\nUNSUBSCRIBE\r\n".to_vec();
+    push_bulk(&mut out, channel.as_bytes());
+    out
+}
+
 /// `SUBSCRIBE ch1 ch2 ...` as one RESP array (Redis confirms each channel separately).
 pub fn subscribe_all(channels: &[String]) -> Vec<u8> {
     let mut out = Vec::with_capacity(32 + channels.iter().map(|c| c.len() + 8).sum::<usize>());

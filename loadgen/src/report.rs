@@ -48,6 +48,54 @@ pub struct Report {
     pub server_errors: BTreeMap<String, u64>,
     pub thresholds: Thresholds,
     pub find_max: Option<FindMax>,
+    /// `--pattern mixed`: the figures by kind (the top-level ones are all kinds together).
+    pub kinds: Option<Kinds>,
+    /// `--churn`: the leave-and-log-back-in cycles during the measured window.
+    pub churn: Option<ChurnReport>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct Kinds {
+    /// `--big-room`: the broadcast stream went into a room of this many clients (0: the lobby).
+    pub big_room: u64,
+    pub broadcast: KindReport,
+    pub direct: KindReport,
+    pub presence: Presence,
+}
+
+/// One message kind of a mixed run, counted as the top-level figures are.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct KindReport {
+    pub rate: f64,
+    pub messages_sent: u64,
+    pub deliveries_expected: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub out_of_order: u64,
+    pub latency_us: Latency,
+}
+
+/// `presence` frames the reading clients got from the round's start to the end of its drain.
+/// They carry no stamp: counted, not timed.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct Presence {
+    pub frames: u64,
+    pub bytes: u64,
+    pub frames_per_client: f64,
+    pub bytes_per_client: f64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct ChurnReport {
+    /// `--churn`, cycles per second asked for.
+    pub rate: f64,
+    /// Churning connections (extra to `clients`).
+    pub clients: u64,
+    /// Cycles completed (left and back in) from the first measured message to the end of drain.
+    pub cycles: u64,
+    pub failed: u64,
+    pub first_error: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -231,6 +279,23 @@ impl Report {
             ms(l.p999),
             ms(l.max)
         );
+        if let Some(k) = &self.kinds {
+            for (name, x) in [("broadcast", &k.broadcast), ("direct", &k.direct)] {
+                let l = &x.latency_us;
+                let _ = writeln!(
+                    s,
+                    "  {name:<9} {} msg/s: sent {}, expected {}, received {}, lost {}, dup {}, ooo {}; p50 {} p99 {} p99.9 {} max {}",
+                    x.rate, x.messages_sent, x.deliveries_expected, x.received, x.lost,
+                    x.duplicated, x.out_of_order, ms(l.p50), ms(l.p99), ms(l.p999), ms(l.max)
+                );
+            }
+            let p = &k.presence;
+            let _ = writeln!(
+                s,
+                "  presence  {} frames, {} bytes ({:.1} frames, {:.0} B per reading client)",
+                p.frames, p.bytes, p.frames_per_client, p.bytes_per_client
+            );
+        }
         if let Some(f) = &self.fanout_us {
             let _ = writeln!(
                 s,
@@ -276,6 +341,19 @@ impl Report {
         }
         if !self.server_errors.is_empty() {
             let _ = writeln!(s, "error frames: {:?}", self.server_errors);
+        }
+        if let Some(c) = &self.churn {
+            let _ = writeln!(
+                s,
+                "churn: {} clients/s over {} extra clients: {} cycles in the window, {} failed{}",
+                c.rate,
+                c.clients,
+                c.cycles,
+                c.failed,
+                c.first_error
+                    .as_deref()
+                    .map_or(String::new(), |e| format!(" (first: {e})"))
+            );
         }
         if let Some(f) = &self.find_max {
             let _ = writeln!(

@@ -1,15 +1,17 @@
 //! The orchestration of one run: check limits, connect (phase 1), settle, then one round of
 //! publish + receive + drain (phases 2 and 3) per rate, and build the report.
 
+use crate::churn;
 use crate::clock::{Clock, Schedule};
 use crate::connect::Login;
 use crate::limits;
+use crate::mixed::{self, Mix};
 use crate::options::{LossLimit, Options, Pattern, Protocol};
 use crate::progress::Progress;
 use crate::publish::{self, SenderSet};
 use crate::redis;
 use crate::report::{ConnectReport, FindMax, Report};
-use crate::rooms::{self, RoomSend, Rooms};
+use crate::rooms::{self, RoomSend};
 use crate::stats::{new_histogram, ThreadStats, Window};
 use crate::summary::{self, step, RoundData};
 use crate::worker::{self, ClientSpec, Cmd, Reply, Role, Shared, WorkerConfig, Writer};
@@ -45,7 +47,7 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
             colour: 0,
             dashed: false,
         }];
-        crate::plot::write(path, &title, &series)?;
+        std::fs::write(path, crate::plot::render(&title, &series))?;
     }
     Ok(report)
 }
@@ -68,17 +70,20 @@ struct Session<'a> {
     /// Reading clients logged in (slow clients and Redis publishers excluded).
     readers: u64,
     next_seq: u64,
+    /// `--churn`: the churning clients' thread.
+    churn: Option<churn::Churn>,
 }
 
 impl<'a> Session<'a> {
     fn start(o: &'a Options) -> Result<Self, Error> {
         let nofile = limits::raise_nofile()?;
+        let senders = mixed::senders(o);
         let extra = if o.protocol == Protocol::Redis {
-            o.senders
+            senders
         } else {
             0
         };
-        let connections = (o.clients + extra) as u64;
+        let connections = (o.clients + extra + mixed::churn_clients(o)) as u64;
         limits::check_fds(connections, nofile)?;
         let sources: Vec<_> = o
             .source_ips
@@ -94,19 +99,21 @@ impl<'a> Session<'a> {
         );
         let slow = o.slow_count();
         let fast = o.clients - slow;
-        let plan = (o.rooms > 0).then(|| Rooms::new(o.rooms as u32, o.rooms_per_client as u32));
+        let plan = mixed::room_plan(o);
         let mut specs = Vec::with_capacity(o.clients + extra);
         for i in 0..o.clients {
-            let my_rooms = plan.as_ref().map_or_else(Vec::new, |p| p.of_client(i));
+            let my_rooms = mixed::client_rooms(o, plan.as_ref(), i);
             let login = match o.protocol {
                 Protocol::UringChat => Login::Chat {
                     name: format!("lg{run_id}-{i}"),
                 },
                 Protocol::Redis => Login::Subscribe {
                     channels: match o.pattern {
-                        _ if plan.is_some() => my_rooms.iter().map(|&r| rooms::name(r)).collect(),
+                        _ if o.rooms > 0 => my_rooms.iter().map(|&r| rooms::name(r)).collect(),
                         Pattern::Broadcast => vec![redis::broadcast_channel(&run_id)],
                         Pattern::Direct => vec![redis::client_channel(&run_id, i)],
+                        // Its own channel first: the login's id names the direct recipient.
+                        Pattern::Mixed => mixed::redis_channels(o, &run_id, i),
                     },
                 },
             };
@@ -119,7 +126,7 @@ impl<'a> Session<'a> {
                 },
                 login,
                 source: (!sources.is_empty()).then(|| sources[i % sources.len()]),
-                sends: o.protocol == Protocol::UringChat && i < o.senders,
+                sends: o.protocol == Protocol::UringChat && i < senders,
                 rooms: my_rooms,
             });
         }
@@ -139,12 +146,13 @@ impl<'a> Session<'a> {
         let cfg = Arc::new(WorkerConfig {
             target: SocketAddr::new(o.host.into(), o.port),
             protocol: o.protocol,
-            senders: o.senders,
+            senders,
             connect_timeout: o.connect_timeout,
             read_buffer: o.read_buffer,
             clock,
             handshakes: Arc::new(tokio::sync::Semaphore::new(o.connect_concurrency)),
             rooms: plan.clone(),
+            mix: Mix::of(o),
         });
         let mut shards: Vec<Vec<ClientSpec>> = vec![Vec::new(); o.threads];
         for s in specs {
@@ -179,6 +187,7 @@ impl<'a> Session<'a> {
             connect: ConnectReport::default(),
             readers: 0,
             next_seq: 0,
+            churn: None,
         };
 
         // Phase 1: wait for every worker's connect results, showing progress.
@@ -243,9 +252,9 @@ impl<'a> Session<'a> {
         ));
 
         // The senders' connections, in sender order, and the direct-message recipients.
-        let mut writers: Vec<Writer> = Vec::with_capacity(o.senders);
+        let mut writers: Vec<Writer> = Vec::with_capacity(senders);
         for x in outcomes.iter().filter(|x| match o.protocol {
-            Protocol::UringChat => x.idx < o.senders,
+            Protocol::UringChat => x.idx < senders,
             Protocol::Redis => x.role == Role::Publisher,
         }) {
             match &x.writer {
@@ -284,10 +293,15 @@ impl<'a> Session<'a> {
                 },
                 plan,
             }),
+            mix: Mix::of(o),
         })?;
         session.cpu_clocks.push(sender.cpu_clock);
         session.sender = Some(sender);
+        session.churn = churn::start_for(o, &run_id, &mut session.progress)?;
         session.settle();
+        if let Some(c) = &session.churn {
+            c.start();
+        }
         Ok(session)
     }
 
@@ -369,12 +383,16 @@ impl<'a> Session<'a> {
         self.next_seq = window.end;
         self.broadcast_cmd(|| Cmd::Begin(window));
         let alive = self.readers.saturating_sub(self.disconnected());
-        // With rooms the sender thread tallies each message's room instead.
-        let per_message = match (o.pattern, o.protocol) {
+        let broadcast_reach = match o.protocol {
+            Protocol::UringChat => alive.saturating_sub(1),
+            Protocol::Redis => alive,
+        };
+        // With rooms (and mixed) the sender thread tallies each message's reach instead.
+        let per_message = match o.pattern {
             _ if o.rooms > 0 => 0,
-            (Pattern::Direct, _) => 1,
-            (Pattern::Broadcast, Protocol::UringChat) => alive.saturating_sub(1),
-            (Pattern::Broadcast, Protocol::Redis) => alive,
+            Pattern::Mixed => 0,
+            Pattern::Direct => 1,
+            Pattern::Broadcast => broadcast_reach,
         };
         let start_ns = self.clock.now_ns() + ROUND_LEAD.as_nanos() as u64;
         let schedule = Schedule {
@@ -389,7 +407,11 @@ impl<'a> Session<'a> {
         let sender = self.sender.as_ref().expect("sender thread");
         sender
             .rounds
-            .send(publish::Round { schedule, window })
+            .send(publish::Round {
+                schedule,
+                window,
+                broadcast_reach,
+            })
             .map_err(|_| Error::Io(std::io::Error::other("sender thread died")))?;
 
         // CPU is charged from the first measured message's due time to the end of the drain.
@@ -400,6 +422,7 @@ impl<'a> Session<'a> {
         let cpu_t0 = Instant::now();
         let server0 = self.server_cpu();
         let lg0 = self.loadgen_cpu();
+        let churn0 = self.churn.as_ref().map(|c| c.totals());
         let sent = sender
             .results
             .recv()
@@ -430,6 +453,7 @@ impl<'a> Session<'a> {
         let window_s = cpu_t0.elapsed().as_secs_f64();
         let lg1 = self.loadgen_cpu();
         let server1 = self.server_cpu();
+        let churn = self.churn.as_ref().zip(churn0).map(|(c, t0)| c.report(t0));
 
         let mut stats: Option<ThreadStats> = None;
         for r in self.broadcast_cmd(|| Cmd::Collect) {
@@ -451,6 +475,8 @@ impl<'a> Session<'a> {
             window_s,
             server_cpu_ns: server0.zip(server1).map(|(a, b)| b.saturating_sub(a)),
             loadgen_cpu_ns: lg1.saturating_sub(lg0),
+            readers: alive,
+            churn,
         })
     }
 
@@ -458,7 +484,7 @@ impl<'a> Session<'a> {
     fn measure(&mut self) -> Result<Report, Error> {
         let o = self.o;
         if !o.find_max {
-            let data = self.round(o.rate)?;
+            let data = self.round(mixed::rate(o))?;
             return Ok(self.report(&data, None));
         }
         let loss = o.max_loss.unwrap_or(LossLimit::Count(0));
@@ -530,6 +556,7 @@ impl<'a> Session<'a> {
 
     /// Stops the sender and the workers; returns how many slow clients the server had disconnected.
     fn shutdown(&mut self) -> u64 {
+        self.churn = None;
         if let Some(s) = self.sender.take() {
             drop(s.rounds);
             let _ = s.handle.join();

@@ -3,6 +3,7 @@
 //! Every client task of a thread records into one `ThreadStats` (shared through `Rc<RefCell>` on
 //! that thread alone), so there is one histogram per thread, not per client, and no locking.
 
+use crate::mixed::Mix;
 use crate::stamp::Stamp;
 use hdrhistogram::Histogram;
 use std::collections::{BTreeMap, HashMap};
@@ -53,6 +54,40 @@ pub struct ThreadStats {
     pub errors: BTreeMap<String, u64>,
     /// Chat frames that were not ours.
     pub foreign: u64,
+    /// `--pattern mixed`: how to tell a stamp's kind, and the figures by `mixed::Kind`.
+    pub mix: Option<Mix>,
+    pub by_kind: [KindStats; 2],
+    /// `presence` frames (and their bytes, newline included) reading clients got this round.
+    pub presence_frames: u64,
+    pub presence_bytes: u64,
+}
+
+/// One kind's share of a mixed round's deliveries.
+pub struct KindStats {
+    pub latency: Histogram<u64>,
+    pub received: u64,
+    pub duplicated: u64,
+    pub out_of_order: u64,
+}
+
+impl Default for KindStats {
+    fn default() -> Self {
+        KindStats {
+            latency: new_histogram(),
+            received: 0,
+            duplicated: 0,
+            out_of_order: 0,
+        }
+    }
+}
+
+impl KindStats {
+    fn merge(&mut self, o: &KindStats) {
+        self.latency.add(&o.latency).expect("histograms merge");
+        self.received += o.received;
+        self.duplicated += o.duplicated;
+        self.out_of_order += o.out_of_order;
+    }
 }
 
 impl ThreadStats {
@@ -72,7 +107,17 @@ impl ThreadStats {
             fanout,
             errors: BTreeMap::new(),
             foreign: 0,
+            mix: None,
+            by_kind: Default::default(),
+            presence_frames: 0,
+            presence_bytes: 0,
         }
+    }
+
+    /// Splits this round's figures by kind as well (`--pattern mixed`).
+    pub fn with_mix(mut self, mix: Option<Mix>) -> Self {
+        self.mix = mix;
+        self
     }
 
     /// Records one delivery received at `now_ns`; returns whether it counted as a measured delivery.
@@ -86,18 +131,31 @@ impl ThreadStats {
         if !self.window.contains(stamp.seq) {
             return false;
         }
+        let kind = self.mix.map(|m| m.kind(stamp.seq) as usize);
         match verdict {
             Order::Duplicate => {
                 self.duplicated += 1;
+                if let Some(k) = kind {
+                    self.by_kind[k].duplicated += 1;
+                }
                 return false;
             }
-            Order::OutOfOrder => self.out_of_order += 1,
+            Order::OutOfOrder => {
+                self.out_of_order += 1;
+                if let Some(k) = kind {
+                    self.by_kind[k].out_of_order += 1;
+                }
+            }
             Order::Gap => self.order_violations += 1,
             Order::InOrder => {}
         }
         self.received += 1;
         let lat = now_ns.saturating_sub(stamp.intended_ns).max(1);
         self.latency.saturating_record(lat);
+        if let Some(k) = kind {
+            self.by_kind[k].received += 1;
+            self.by_kind[k].latency.saturating_record(lat);
+        }
         if let Some(slot) = self
             .fanout
             .get_mut((stamp.seq - self.window.start) as usize)
@@ -121,6 +179,11 @@ impl ThreadStats {
         self.out_of_order += other.out_of_order;
         self.order_violations += other.order_violations;
         self.foreign += other.foreign;
+        self.presence_frames += other.presence_frames;
+        self.presence_bytes += other.presence_bytes;
+        for (a, b) in self.by_kind.iter_mut().zip(&other.by_kind) {
+            a.merge(b);
+        }
         if self.fanout.len() == other.fanout.len() {
             for (a, b) in self.fanout.iter_mut().zip(&other.fanout) {
                 a.0 = a.0.max(b.0);

@@ -1,9 +1,13 @@
 //! Turning one round's raw figures into the report (expected vs received, fan-out completion,
 //! CPU per delivery, thresholds).
 
+use crate::mixed::{Kind, Mix};
 use crate::options::{LossLimit, Options, Pattern, Protocol};
 use crate::publish::RoundResult;
-use crate::report::{self, ConnectReport, Cpu, Fanout, FindMax, Latency, Report, Step, Thresholds};
+use crate::report::{
+    self, ChurnReport, ConnectReport, Cpu, Fanout, FindMax, KindReport, Kinds, Latency, Presence,
+    Report, Step, Thresholds,
+};
 use crate::stats::{new_histogram, ThreadStats, Window};
 
 /// One round's raw figures.
@@ -17,6 +21,9 @@ pub(crate) struct RoundData {
     pub window_s: f64,
     pub server_cpu_ns: Option<u64>,
     pub loadgen_cpu_ns: u64,
+    /// Reading clients at the round's start (presence per client).
+    pub readers: u64,
+    pub churn: Option<ChurnReport>,
 }
 
 /// The report of one round.
@@ -72,10 +79,11 @@ pub(crate) fn build(
             _ if o.rooms > 0 => "rooms".into(),
             Pattern::Broadcast => "broadcast".into(),
             Pattern::Direct => "direct".into(),
+            Pattern::Mixed => "mixed".into(),
         },
         target: format!("{}:{}", o.host, o.port),
         clients: o.clients as u64,
-        senders: o.senders as u64,
+        senders: crate::mixed::senders(o) as u64,
         rooms: o.rooms as u64,
         rooms_per_client: if o.rooms > 0 {
             o.rooms_per_client as u64
@@ -98,7 +106,8 @@ pub(crate) fn build(
         duplicated: st.duplicated,
         out_of_order: st.out_of_order,
         // Only uring-chat numbers a room's messages; elsewhere there is nothing to check.
-        order_violations: (o.rooms > 0 && o.protocol == Protocol::UringChat)
+        order_violations: ((o.rooms > 0 || crate::mixed::big_room(o) > 0)
+            && o.protocol == Protocol::UringChat)
             .then_some(st.order_violations),
         deliveries_per_sec: st.received as f64 / duration_s,
         latency_us: latency,
@@ -126,6 +135,38 @@ pub(crate) fn build(
             passed: !(p99_exceeded || loss_exceeded),
         },
         find_max,
+        kinds: Mix::of(o).map(|m| kinds(m, crate::mixed::big_room(o), d)),
+        churn: d.churn.clone(),
+    }
+}
+
+/// A mixed round's figures by kind.
+fn kinds(mix: Mix, big_room: usize, d: &RoundData) -> Kinds {
+    let one = |k: Kind, rate: f64| {
+        let st = &d.stats.by_kind[k as usize];
+        let (sent, expected) = d.sent.by_kind[k as usize];
+        KindReport {
+            rate,
+            messages_sent: sent,
+            deliveries_expected: expected,
+            received: st.received,
+            lost: expected.saturating_sub(st.received),
+            duplicated: st.duplicated,
+            out_of_order: st.out_of_order,
+            latency_us: Latency::from_ns(&st.latency),
+        }
+    };
+    let per_client = |v: u64| v as f64 / d.readers.max(1) as f64;
+    Kinds {
+        big_room: big_room as u64,
+        broadcast: one(Kind::Broadcast, mix.broadcast_rate),
+        direct: one(Kind::Direct, mix.dm_rate),
+        presence: Presence {
+            frames: d.stats.presence_frames,
+            bytes: d.stats.presence_bytes,
+            frames_per_client: per_client(d.stats.presence_frames),
+            bytes_per_client: per_client(d.stats.presence_bytes),
+        },
     }
 }
 

@@ -7,6 +7,7 @@
 use crate::clock::Clock;
 use crate::connect::{self, ConnectError, Login};
 use crate::limits::current_thread_clock;
+use crate::mixed::Mix;
 use crate::options::Protocol;
 use crate::receive::{self, Ctx};
 use crate::room_order::RoomSeqs;
@@ -64,6 +65,8 @@ pub struct WorkerConfig {
     pub handshakes: Arc<Semaphore>,
     /// The room plan with `--rooms`: reading clients are counted in their rooms while connected.
     pub rooms: Option<Arc<Rooms>>,
+    /// `--pattern mixed`: receivers split their figures by kind.
+    pub mix: Option<Mix>,
 }
 
 /// Counters the main thread polls for progress, settling and draining.
@@ -147,6 +150,7 @@ async fn worker(
         read_buffer: cfg.read_buffer,
         stats: stats.clone(),
         shared: shared.clone(),
+        mixed: cfg.mix.is_some(),
     });
 
     // Phase 1: connect everything, bounded by the shared handshake semaphore.
@@ -263,7 +267,7 @@ async fn worker(
     while let Some(cmd) = cmds.recv().await {
         match cmd {
             Cmd::Begin(window) => {
-                *stats.borrow_mut() = ThreadStats::new(window);
+                *stats.borrow_mut() = ThreadStats::new(window).with_mix(cfg.mix);
                 shared.measured.store(0, Ordering::Relaxed);
                 let _ = replies.send((id, Reply::Begun));
             }

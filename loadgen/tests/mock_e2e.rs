@@ -294,3 +294,123 @@ fn room_options_that_cannot_work_are_refused() {
     let e = loadgen::run(&o(&["--rooms", "60", "--senders", "50"])).unwrap_err();
     assert!(e.to_string().contains("every room needs a member"), "{e}");
 }
+
+#[test]
+fn mixed_counts_each_kind_and_churns() {
+    let mock = common::mock::start(1 << 30);
+    // 100 clients: 20 broadcasts/s (to the 99 others) and 500 direct messages/s from every
+    // client, while 20 extra clients a second log out and back in.
+    let r = loadgen::run(&opts(
+        mock.addr.port(),
+        &[
+            "--clients",
+            "100",
+            "--pattern",
+            "mixed",
+            "--broadcast-rate",
+            "20",
+            "--dm-rate",
+            "500",
+            "--churn",
+            "20",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(r.pattern, "mixed");
+    assert_eq!(r.rate, 520.0);
+    assert_eq!(r.senders, 100, "every reading client sends direct messages");
+    let k = r.kinds.as_ref().expect("kinds section");
+    assert_eq!(k.broadcast.messages_sent, 20, "{}", r.text());
+    assert_eq!(k.broadcast.deliveries_expected, 20 * 99, "{}", r.text());
+    assert_eq!(k.direct.messages_sent, 500, "{}", r.text());
+    assert_eq!(k.direct.deliveries_expected, 500, "{}", r.text());
+    for x in [&k.broadcast, &k.direct] {
+        assert_eq!(x.received, x.deliveries_expected, "{}", r.text());
+        assert_eq!((x.lost, x.duplicated, x.out_of_order), (0, 0, 0));
+        assert!(x.latency_us.p99 > 0.0 && x.latency_us.count == x.received);
+    }
+    // The top-level figures are both kinds together.
+    assert_eq!(r.deliveries_expected, 20 * 99 + 500);
+    assert_eq!(r.received, r.deliveries_expected);
+    assert_eq!(r.fanout_us.as_ref().unwrap().complete, 520, "{}", r.text());
+    // Churn happened, and every churned login told the others (the mock's presence).
+    let c = r.churn.as_ref().expect("churn section");
+    assert_eq!(c.clients, 20);
+    assert!(c.cycles >= 10, "{}", r.text());
+    assert_eq!(c.failed, 0, "{}", r.text());
+    assert!(k.presence.frames >= 100 * 10, "{}", r.text());
+    assert!(k.presence.bytes > k.presence.frames * 50);
+    assert!(r.text().contains("broadcast") && r.text().contains("churn:"));
+    let errs = common::validate(&serde_json::to_value(&r).unwrap(), &common::report_schema());
+    assert!(errs.is_empty(), "{errs:#?}");
+}
+
+#[test]
+fn mixed_options_that_cannot_work_are_refused() {
+    let o = |extra: &[&str]| opts(1, extra);
+    let e = loadgen::run(&o(&["--dm-rate", "10"])).unwrap_err();
+    assert!(e.to_string().contains("--pattern mixed"), "{e}");
+    let e = loadgen::run(&o(&["--pattern", "mixed"])).unwrap_err();
+    assert!(e.to_string().contains("--dm-rate"), "{e}");
+    let e = loadgen::run(&o(&[
+        "--pattern",
+        "mixed",
+        "--dm-rate",
+        "1",
+        "--rooms",
+        "2",
+    ]))
+    .unwrap_err();
+    assert!(e.to_string().contains("--rooms"), "{e}");
+    let e = loadgen::run(&o(&[
+        "--pattern",
+        "mixed",
+        "--dm-rate",
+        "1",
+        "--dm-senders",
+        "51",
+    ]))
+    .unwrap_err();
+    assert!(e.to_string().contains("--dm-senders"), "{e}");
+}
+
+#[test]
+fn mixed_big_room_takes_the_broadcast_stream() {
+    let mock = common::mock::start(1 << 30);
+    // The first 60 of 100 clients are in room-0; the broadcast stream goes there (the sender
+    // gets its own room message back), direct messages go to any of the 100.
+    let r = loadgen::run(&opts(
+        mock.addr.port(),
+        &[
+            "--clients",
+            "100",
+            "--pattern",
+            "mixed",
+            "--big-room",
+            "60",
+            "--broadcast-rate",
+            "20",
+            "--dm-rate",
+            "300",
+            "--churn",
+            "10",
+        ],
+    ))
+    .unwrap();
+    let k = r.kinds.as_ref().expect("kinds section");
+    assert_eq!(k.big_room, 60);
+    assert_eq!(k.broadcast.deliveries_expected, 20 * 60, "{}", r.text());
+    assert_eq!(k.direct.deliveries_expected, 300, "{}", r.text());
+    for x in [&k.broadcast, &k.direct] {
+        assert_eq!(x.received, x.deliveries_expected, "{}", r.text());
+        assert_eq!(
+            (x.lost, x.duplicated, x.out_of_order),
+            (0, 0, 0),
+            "{}",
+            r.text()
+        );
+    }
+    assert_eq!(r.order_violations, Some(0), "{}", r.text());
+    assert!(r.server_errors.is_empty(), "{:?}", r.server_errors);
+    assert!(r.churn.as_ref().unwrap().cycles >= 5, "{}", r.text());
+}

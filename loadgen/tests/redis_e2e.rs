@@ -127,3 +127,76 @@ fn redis_rooms_are_channels() {
     assert_eq!(big.deliveries_expected, 50 * 50, "{}", big.text());
     assert_eq!(big.received, big.deliveries_expected, "{}", big.text());
 }
+
+#[test]
+fn redis_mixed_with_churn() {
+    let Some((_redis, port)) = start_redis() else {
+        return;
+    };
+    // 200 subscribers, each on the broadcast channel and its own; the direct senders are 20
+    // extra publishing connections; 20 extra subscribers a second UNSUBSCRIBE and SUBSCRIBE.
+    let r = run(
+        port,
+        &[
+            "--clients",
+            "200",
+            "--pattern",
+            "mixed",
+            "--broadcast-rate",
+            "10",
+            "--dm-rate",
+            "400",
+            "--dm-senders",
+            "20",
+            "--churn",
+            "20",
+        ],
+    );
+    assert_eq!(r.connect.connected, 220, "{}", r.text());
+    let k = r.kinds.as_ref().expect("kinds section");
+    assert_eq!(k.broadcast.deliveries_expected, 10 * 200, "{}", r.text());
+    assert_eq!(k.direct.deliveries_expected, 400, "{}", r.text());
+    for x in [&k.broadcast, &k.direct] {
+        assert_eq!(x.received, x.deliveries_expected, "{}", r.text());
+        assert_eq!(
+            (x.lost, x.duplicated, x.out_of_order),
+            (0, 0, 0),
+            "{}",
+            r.text()
+        );
+    }
+    // Redis has no presence.
+    assert_eq!(k.presence.frames, 0);
+    let c = r.churn.as_ref().expect("churn section");
+    assert!(c.cycles >= 10 && c.failed == 0, "{}", r.text());
+    let errs = common::validate(&serde_json::to_value(&r).unwrap(), &common::report_schema());
+    assert!(errs.is_empty(), "{errs:#?}");
+
+    // --big-room: the first 120 subscribe to room-0 instead of the broadcast channel.
+    let b = run(
+        port,
+        &[
+            "--clients",
+            "200",
+            "--pattern",
+            "mixed",
+            "--big-room",
+            "120",
+            "--broadcast-rate",
+            "10",
+            "--dm-rate",
+            "400",
+            "--dm-senders",
+            "20",
+            "--churn",
+            "20",
+        ],
+    );
+    let k = b.kinds.as_ref().expect("kinds section");
+    assert_eq!(k.broadcast.deliveries_expected, 10 * 120, "{}", b.text());
+    for x in [&k.broadcast, &k.direct] {
+        assert_eq!(x.received, x.deliveries_expected, "{}", b.text());
+        assert_eq!((x.lost, x.duplicated), (0, 0), "{}", b.text());
+    }
+    assert_eq!(b.order_violations, None);
+}

@@ -4,7 +4,7 @@
 
 mod common;
 
-use loadgen::report::{Fanout, FindMax, Report, Step};
+use loadgen::report::{ChurnReport, Fanout, FindMax, Kinds, Report, Step};
 
 #[test]
 fn every_report_field_is_in_the_schema_and_the_docs() {
@@ -31,6 +31,11 @@ fn every_report_field_is_in_the_schema_and_the_docs() {
     r.server_errors.insert("SLOW_CONSUMER".into(), 3);
     r.thresholds.max_p99_us = Some(1.0);
     r.thresholds.max_loss = Some("0".into());
+    r.kinds = Some(Kinds::default());
+    r.churn = Some(ChurnReport {
+        first_error: Some("x".into()),
+        ..Default::default()
+    });
     let errs = common::validate(&serde_json::to_value(&r).unwrap(), &schema);
     assert!(errs.is_empty(), "{errs:#?}");
     // And with every optional part empty.
@@ -48,10 +53,12 @@ fn every_report_field_is_in_the_schema_and_the_docs() {
     assert!(errs.is_empty(), "{errs:#?}");
 
     // The validator itself rejects what it should.
-    // A rooms run names its pattern "rooms".
-    r.pattern = "rooms".into();
-    let errs = common::validate(&serde_json::to_value(&r).unwrap(), &schema);
-    assert!(errs.is_empty(), "{errs:#?}");
+    // A rooms run names its pattern "rooms", a mixed one "mixed".
+    for p in ["rooms", "mixed"] {
+        r.pattern = p.into();
+        let errs = common::validate(&serde_json::to_value(&r).unwrap(), &schema);
+        assert!(errs.is_empty(), "{errs:#?}");
+    }
 
     let mut bad = serde_json::to_value(&r).unwrap();
     bad["received"] = serde_json::json!("many");

@@ -115,3 +115,94 @@ fn loadgen_rooms_against_the_real_server() {
     server.shutdown();
     server.join().expect("server cores exit cleanly");
 }
+
+#[test]
+fn loadgen_mixed_against_the_real_server() {
+    let server = uring_chat::server::Server::start(uring_chat::config::Config {
+        host: "127.0.0.1".into(),
+        port: 0,
+        cores: 2,
+        rate_limit: 0,
+        ..Default::default()
+    })
+    .expect("uring-chat starts");
+    let port = server.local_addr().port();
+
+    // 200 clients: 10 broadcasts/s to the 199 others, 400 direct messages/s each its own write
+    // from every client, 20 extra clients a second logging out and in again.
+    let r = run(
+        port,
+        &[
+            "--clients",
+            "200",
+            "--pattern",
+            "mixed",
+            "--broadcast-rate",
+            "10",
+            "--dm-rate",
+            "400",
+            "--churn",
+            "20",
+        ],
+    );
+    assert_eq!(r.connect.connected, 200, "{}", r.text());
+    let k = r.kinds.as_ref().expect("kinds section");
+    assert_eq!(k.broadcast.messages_sent, 10, "{}", r.text());
+    assert_eq!(k.broadcast.deliveries_expected, 10 * 199, "{}", r.text());
+    assert_eq!(k.direct.messages_sent, 400, "{}", r.text());
+    for x in [&k.broadcast, &k.direct] {
+        assert_eq!(x.received, x.deliveries_expected, "{}", r.text());
+        assert_eq!(
+            (x.lost, x.duplicated, x.out_of_order),
+            (0, 0, 0),
+            "{}",
+            r.text()
+        );
+    }
+    assert_eq!(r.received, r.deliveries_expected, "{}", r.text());
+    let c = r.churn.as_ref().expect("churn section");
+    assert!(c.cycles >= 10 && c.failed == 0, "{}", r.text());
+    // Every churned login and logout reaches the others as coalesced presence.
+    assert!(k.presence.frames >= 200, "{}", r.text());
+    assert!(r.server_errors.is_empty(), "{:?}", r.server_errors);
+    let errs = common::validate(&serde_json::to_value(&r).unwrap(), &common::report_schema());
+    assert!(errs.is_empty(), "{errs:#?}");
+
+    // The broadcast stream into a room of the first 120 instead (the churning clients join it
+    // too); the room's order is checked by its seq.
+    let b = run(
+        port,
+        &[
+            "--clients",
+            "200",
+            "--pattern",
+            "mixed",
+            "--big-room",
+            "120",
+            "--broadcast-rate",
+            "10",
+            "--dm-rate",
+            "400",
+            "--churn",
+            "20",
+        ],
+    );
+    let k = b.kinds.as_ref().expect("kinds section");
+    assert_eq!(k.broadcast.deliveries_expected, 10 * 120, "{}", b.text());
+    for x in [&k.broadcast, &k.direct] {
+        assert_eq!(x.received, x.deliveries_expected, "{}", b.text());
+        assert_eq!(
+            (x.lost, x.duplicated, x.out_of_order),
+            (0, 0, 0),
+            "{}",
+            b.text()
+        );
+    }
+    assert_eq!(b.order_violations, Some(0), "{}", b.text());
+    assert!(b.server_errors.is_empty(), "{:?}", b.server_errors);
+    let c = b.churn.as_ref().expect("churn section");
+    assert!(c.cycles >= 10 && c.failed == 0, "{}", b.text());
+
+    server.shutdown();
+    server.join().expect("server cores exit cleanly");
+}

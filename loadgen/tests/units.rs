@@ -407,3 +407,33 @@ fn spectrum_and_plot() {
         "the dashed series' line and its legend entry"
     );
 }
+
+#[test]
+fn mixed_kinds_follow_their_rates_evenly() {
+    use loadgen::mixed::{Kind, Mix};
+    let m = Mix {
+        broadcast_rate: 2.0,
+        dm_rate: 20_000.0,
+    };
+    // Ten seconds of messages hold 20 broadcasts, one every 10,001 messages.
+    let b: Vec<u64> = (0..200_020)
+        .filter(|&g| m.kind(g) == Kind::Broadcast)
+        .collect();
+    assert_eq!(b.len(), 20);
+    assert!(b.windows(2).all(|w| w[1] - w[0] == 10_001), "{b:?}");
+    // Any window of the same length holds the same count, give or take one.
+    let n = (777_777..777_777 + 200_020)
+        .filter(|&g| m.kind(g) == Kind::Broadcast)
+        .count();
+    assert!((19..=21).contains(&n));
+    let only_dm = Mix {
+        broadcast_rate: 0.0,
+        dm_rate: 5.0,
+    };
+    assert!((0..1000).all(|g| only_dm.kind(g) == Kind::Direct));
+    let only_b = Mix {
+        broadcast_rate: 3.0,
+        dm_rate: 0.0,
+    };
+    assert!((0..1000).all(|g| only_b.kind(g) == Kind::Broadcast));
+}

@@ -1,6 +1,6 @@
 //! A minimal uring-chat protocol server for tests: connect/connect_response, broadcast and direct
 //! chat, ping/pong, a server ping after each login (so loadgen's pong path runs), presence after
-//! each login, and SLOW_CONSUMER disconnects when a client's queue passes a bound. Rooms as in
+//! each login (to every user), `disconnect` (a close), and SLOW_CONSUMER disconnects when a client's queue passes a bound. Rooms as in
 //! protocol v1.1: join/join_response with the room's seq, room messages numbered per room and
 //! delivered to every member (the sender included), room presence on each join, NOT_IN_ROOM.
 
@@ -189,7 +189,13 @@ async fn conn(
                     "{}\n",
                     serde_json::json!({"type":"connect_response","senderID":"server","recipientID":id,"content":inner.to_string()})
                 ));
-                send_self("{\"type\":\"presence\",\"senderID\":\"server\",\"content\":\"{\\\"joinedCount\\\":1,\\\"leftCount\\\":0,\\\"userCount\\\":1}\"}\n".into());
+                // Presence of this login to everyone already in (the real server coalesces it).
+                let presence: Arc<[u8]> = Arc::from(&b"{\"type\":\"presence\",\"senderID\":\"server\",\"content\":\"{\\\"joinedCount\\\":1,\\\"leftCount\\\":0,\\\"userCount\\\":1}\"}\n"[..]);
+                let ids: Vec<String> = users.lock().unwrap().keys().cloned().collect();
+                for other in ids {
+                    push(&users, &other, &presence, max, &kicked);
+                }
+                send_self(String::from_utf8(presence.to_vec()).unwrap());
                 send_self("{\"type\":\"ping\",\"senderID\":\"server\",\"content\":\"\"}\n".into());
                 users.lock().unwrap().insert(
                     id.clone(),
@@ -201,6 +207,8 @@ async fn conn(
                 );
                 me = Some(id);
             }
+            // Log out: the connection closes once what is queued was written.
+            "disconnect" => break,
             "pong" => {
                 pongs.fetch_add(1, Ordering::Relaxed);
             }
