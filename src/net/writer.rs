@@ -92,16 +92,6 @@ impl Writers {
                     }
                     if (started + 1) % SENDS_PER_TURN == 0 {
                         tokio::task::yield_now().await;
-                        // What the core's other tasks queued meanwhile (replies, direct
-                        // messages) goes out now, inline. Through io_uring it would wait for the
-                        // end of the pass: tokio-uring hands queued operations to the kernel only
-                        // when the thread parks, and a pass does not park.
-                        let queued = std::mem::take(&mut *self.scheduled.borrow_mut());
-                        for conn in queued {
-                            if let Some(rest) = self.send_now(&conn) {
-                                in_flight.push(self.write(conn, rest));
-                            }
-                        }
                     }
                 } else if let Some(batch) = self.take_batch(&conn, self.spare_batch()) {
                     in_flight.push(self.write(conn, batch));
