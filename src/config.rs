@@ -23,8 +23,10 @@ pub const DEFAULT_USER_LIST_LIMIT: usize = 100;
 /// How often each core sends its coalesced joins and leaves.
 pub const DEFAULT_PRESENCE_INTERVAL: Duration = Duration::from_millis(100);
 /// How often each core sends counts-only presence frames (above `--presence-limit` users). Every
-/// frame costs a TCP segment per user, so with ten thousand users it is sent rarely.
-pub const DEFAULT_PRESENCE_COUNT_INTERVAL: Duration = Duration::from_secs(1);
+/// frame costs a TCP segment per user: with 10,000 users, 100 joins and 100 leaves a second, one a
+/// second per core took ~12 % of the server's CPU, one every 10 s ~5 % (docs/BENCHMARKS.md). A
+/// client that wants the exact count now asks for a `users` page.
+pub const DEFAULT_PRESENCE_COUNT_INTERVAL: Duration = Duration::from_secs(10);
 /// Above this many users, presence frames carry counts only.
 pub const DEFAULT_PRESENCE_LIMIT: usize = 1000;
 /// Names per list (`joined`, `left`) in one presence frame.
@@ -193,7 +195,7 @@ struct Cli {
     #[arg(long, env = "URING_CHAT_PRESENCE_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
     presence_interval: Duration,
     /// How often each core sends counts-only presence frames (above --presence-limit users).
-    #[arg(long, env = "URING_CHAT_PRESENCE_COUNT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "URING_CHAT_PRESENCE_COUNT_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     presence_count_interval: Duration,
     /// Above this many users, presence frames carry counts only.
     #[arg(long, env = "URING_CHAT_PRESENCE_LIMIT", default_value_t = DEFAULT_PRESENCE_LIMIT)]
