@@ -148,3 +148,16 @@ pub fn small_run(port: u16, extra: &[&str]) -> loadgen::Options {
     args.extend_from_slice(extra);
     <loadgen::Options as clap::Parser>::try_parse_from(args).unwrap()
 }
+
+/// A `--pattern mixed` run delivered every measured kind whole: each broadcast and direct message
+/// reached every recipient it was expected to, none twice, and (with `in_order`) none out of order.
+pub fn assert_kinds_whole(r: &loadgen::Report, in_order: bool) {
+    let k = r.kinds.as_ref().expect("kinds section");
+    for x in [&k.broadcast, &k.direct] {
+        assert_eq!(x.received, x.deliveries_expected, "{}", r.text());
+        assert_eq!((x.lost, x.duplicated), (0, 0), "{}", r.text());
+        if in_order {
+            assert_eq!(x.out_of_order, 0, "{}", r.text());
+        }
+    }
+}
