@@ -81,6 +81,50 @@ pub struct RoomTally {
     pub per_message: Vec<u32>,
 }
 
+impl RoundResult {
+    fn new(rooms: Option<RoomTally>) -> RoundResult {
+        RoundResult {
+            sent: 0,
+            sent_measured: 0,
+            failed: 0,
+            lag: new_histogram(),
+            errors: Vec::new(),
+            rooms,
+            by_kind: [(0, 0); 2],
+        }
+    }
+}
+
+impl RoomTally {
+    /// An empty tally for a round that measures `window`.
+    fn for_window(window: Window) -> RoomTally {
+        let per_message = if window.len() <= FANOUT_MAX_MESSAGES {
+            vec![0; window.len() as usize]
+        } else {
+            Vec::new()
+        };
+        RoomTally {
+            expected: 0,
+            per_message,
+        }
+    }
+}
+
+/// Sleeps until message `next` is due, but wakes at most once per `tick` after the last wake-up
+/// (`woke`, which it updates); returns the end (exclusive) of the messages due by then, at most
+/// `MAX_BATCH` of them. Both kinds of round pace themselves with it.
+fn wake_for_due(sched: &Schedule, clock: &Clock, tick: u64, next: u64, woke: &mut u64) -> u64 {
+    let due = sched.intended(next).max(*woke + tick);
+    let now = clock.now_ns();
+    if due > now {
+        std::thread::sleep(Duration::from_nanos(due - now));
+    }
+    *woke = clock.now_ns();
+    sched
+        .due_until(next, *woke)
+        .clamp(next + 1, next + MAX_BATCH)
+}
+
 /// The running sender thread.
 pub struct Sender {
     pub rounds: mpsc::Sender<Round>,
@@ -177,34 +221,12 @@ async fn run_round(set: &SenderSet, round: &Round, rng: &mut Rng) -> RoundResult
     let mut dead = vec![false; s];
     let mut scratch = Vec::new();
     let window = round.window;
-    let mut res = RoundResult {
-        sent: 0,
-        sent_measured: 0,
-        failed: 0,
-        lag: new_histogram(),
-        errors: Vec::new(),
-        by_kind: [(0, 0); 2],
-        rooms: set.rooms.as_ref().map(|_| RoomTally {
-            expected: 0,
-            per_message: if window.len() <= FANOUT_MAX_MESSAGES {
-                vec![0; window.len() as usize]
-            } else {
-                Vec::new()
-            },
-        }),
-    };
+    let mut res = RoundResult::new(set.rooms.as_ref().map(|_| RoomTally::for_window(window)));
     let tick = set.tick.as_nanos() as u64;
     let mut next = sched.first;
     let mut woke = 0u64;
     while next < sched.end {
-        let due = sched.intended(next).max(woke + tick);
-        let now = clock.now_ns();
-        if due > now {
-            std::thread::sleep(Duration::from_nanos(due - now));
-        }
-        let now = clock.now_ns();
-        woke = now;
-        let upto = sched.due_until(next, now).clamp(next + 1, next + MAX_BATCH);
+        let upto = wake_for_due(&sched, &clock, tick, next, &mut woke);
         for g in next..upto {
             let (who, room) = match &set.rooms {
                 None => ((g % s as u64) as usize, None),
@@ -295,35 +317,14 @@ async fn run_mixed_round(set: &SenderSet, mix: Mix, round: &Round, rng: &mut Rng
     let clock = set.clock;
     let mut dead = vec![false; s];
     let (mut buf, mut scratch) = (Vec::new(), Vec::new());
-    let mut tally = RoomTally {
-        expected: 0,
-        per_message: if window.len() <= FANOUT_MAX_MESSAGES {
-            vec![0; window.len() as usize]
-        } else {
-            Vec::new()
-        },
-    };
-    let mut res = RoundResult {
-        sent: 0,
-        sent_measured: 0,
-        failed: 0,
-        lag: new_histogram(),
-        errors: Vec::new(),
-        rooms: None,
-        by_kind: [(0, 0); 2],
-    };
+    let mut tally = RoomTally::for_window(window);
+    let mut res = RoundResult::new(None);
     let reach = u32::try_from(round.broadcast_reach).unwrap_or(u32::MAX);
     let tick = set.tick.as_nanos() as u64;
     let mut next = sched.first;
     let mut woke = 0u64;
     while next < sched.end {
-        let due = sched.intended(next).max(woke + tick);
-        let now = clock.now_ns();
-        if due > now {
-            std::thread::sleep(Duration::from_nanos(due - now));
-        }
-        woke = clock.now_ns();
-        let upto = sched.due_until(next, woke).clamp(next + 1, next + 4096);
+        let upto = wake_for_due(&sched, &clock, tick, next, &mut woke);
         for g in next..upto {
             let kind = mix.kind(g);
             let (who, recipient, needs) = match kind {
