@@ -36,31 +36,13 @@ import json
 import os
 import re
 import shlex
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 
-HOST = "127.0.0.1"
+from chat_server import HOST, Server, default_server, frame
 SEQ_IN_JOIN = re.compile(rb'\\"seq\\":(\d+)')
 RECOVERED_IN_JOIN = re.compile(rb'\\"recovered\\":(true|false)')
 MEMBER_COUNT = re.compile(rb'\\"memberCount\\":(\d+)')
-
-
-def default_server():
-    if os.environ.get("URING_CHAT_BIN"):
-        return os.environ["URING_CHAT_BIN"]
-    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "..", "target")
-    return os.path.normpath(os.path.join(target, "release", "uring-chat"))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def cpu_seconds(pid):
@@ -68,45 +50,6 @@ def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def frame(**fields):
-    return json.dumps(fields, separators=(",", ":")).encode() + b"\n"
-
-
-class Server:
-    """A fresh uring-chat on a free loopback port; its output goes to a file, shown if not empty."""
-
-    def __init__(self, binary, extra_args):
-        self.port = free_port()
-        self.log = tempfile.TemporaryFile()
-        args = [binary, "--host", HOST, "--port", str(self.port), "--cores", "2",
-                "--rate-limit", "0", "--log-level", "warn", *extra_args]
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while True:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"the server exited with {self.proc.returncode}: {self.output()}")
-            try:
-                socket.create_connection((HOST, self.port), timeout=1).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"the server did not listen on {self.port} within 10 s")
-                time.sleep(0.05)
-
-    def output(self):
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace").strip()
-
-    def stop(self):
-        """SIGTERM, then SIGKILL after 10 s; returns the exit code."""
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
 
 
 class Client(asyncio.Protocol):
@@ -302,11 +245,11 @@ async def storm_run(args, server):
     behind_seq = args.warmup + args.behind
     await until(lambda: poster.last_seq == behind_seq, args.timeout, "the backlog's posts")
 
-    storm = Storm(args.members, server.proc.pid)
+    storm = Storm(args.members, server.pid)
     second = [Member(f"m{i}-again", server.port, room, storm, since=m.last_seq)
               for i, m in enumerate(first)]
     stop = asyncio.Event()
-    cpu_start, client_cpu_start = cpu_seconds(server.proc.pid), time.process_time()
+    cpu_start, client_cpu_start = cpu_seconds(server.pid), time.process_time()
     storm_start = time.monotonic()
     posting = asyncio.ensure_future(post_steadily(poster, args.rate, stop)) if args.rate else None
     await asyncio.gather(*(connect(m) for m in second))
@@ -316,7 +259,7 @@ async def storm_run(args, server):
         done_at, cpu_end, client_cpu_end = await asyncio.wait_for(storm.all_done, args.timeout)
     except asyncio.TimeoutError:
         timed_out = True
-        done_at, cpu_end, client_cpu_end = (time.monotonic(), cpu_seconds(server.proc.pid),
+        done_at, cpu_end, client_cpu_end = (time.monotonic(), cpu_seconds(server.pid),
                                             time.process_time())
     await asyncio.sleep(args.tail)
     stop.set()

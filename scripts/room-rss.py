@@ -30,76 +30,19 @@ import asyncio
 import json
 import os
 import shlex
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 
-HOST = "127.0.0.1"
+from chat_server import HOST, Server, default_server, frame
 TESTS = ("memberships", "big-room", "empty-rooms")
 
 
-def default_server():
-    if os.environ.get("URING_CHAT_BIN"):
-        return os.environ["URING_CHAT_BIN"]
-    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "..", "target")
-    return os.path.normpath(os.path.join(target, "release", "uring-chat"))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def frame(**fields):
-    return json.dumps(fields, separators=(",", ":")).encode() + b"\n"
-
-
-class Server:
-    """A fresh uring-chat on a free loopback port; its output goes to a file, shown if not empty."""
-
-    def __init__(self, binary, extra_args, malloc_conf):
-        self.port = free_port()
-        self.log = tempfile.TemporaryFile()
-        args = [binary, "--host", HOST, "--port", str(self.port), "--cores", "2",
-                "--rate-limit", "0", "--room-idle-ttl", "60m", "--log-level", "warn", *extra_args]
-        env = dict(os.environ, _RJEM_MALLOC_CONF=malloc_conf) if malloc_conf else None
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 10
-        while True:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"the server exited with {self.proc.returncode}: {self.output()}")
-            try:
-                socket.create_connection((HOST, self.port), timeout=1).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"the server did not listen on {self.port} within 10 s")
-                time.sleep(0.05)
-
-    def rss_kib(self):
-        with open(f"/proc/{self.proc.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS"):
-                    return int(line.split()[1])
-        raise SystemExit("no VmRSS: is the server running?")
-
-    def output(self):
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace").strip()
-
-    def stop(self):
-        """SIGTERM, then SIGKILL after 10 s; returns the exit code."""
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1])
+    raise SystemExit("no VmRSS: is the server running?")
 
 
 class Client(asyncio.Protocol):
@@ -156,7 +99,7 @@ async def log_in(port, count, timeout, batch=1000):
 async def settle_and_read(server, settle):
     """Waits SETTLE seconds while the clients keep reading, then reads the server's RSS."""
     await asyncio.sleep(settle)
-    return server.rss_kib()
+    return rss_kib(server.pid)
 
 
 async def joins(clients, rooms_of, timeout):
@@ -244,7 +187,10 @@ async def measure(test, server, args):
 
 
 def run_once(test, args):
-    server = Server(args.server, shlex.split(args.server_args), args.malloc_conf)
+    # Empty rooms must stay for the whole test; jemalloc's options come through its environment.
+    extra = ["--room-idle-ttl", "60m", *shlex.split(args.server_args)]
+    env = {"_RJEM_MALLOC_CONF": args.malloc_conf} if args.malloc_conf else None
+    server = Server(args.server, extra, env)
     try:
         result = asyncio.run(measure(test, server, args))
     finally:
