@@ -87,6 +87,74 @@ fn broadcast_in_order(inline_send_min: usize, per_core: usize) {
     }
 }
 
+/// In fan-out passes long enough to stop (inline, 400 connections per core), a sender's direct
+/// messages and broadcasts reach each recipient once and in the order sent: a recipient that gets a
+/// direct message while it waits for its place in a pass has its whole queue sent early, and its
+/// place then finds nothing left to send.
+#[test]
+fn direct_messages_during_passes_that_stop_keep_each_senders_order() {
+    let server = TestServer::start_with(|c| {
+        c.rate_limit = 0;
+        c.inline_send_min = 1;
+    });
+    let mut clients = server.login_on_every_core("mix", CORES, 400);
+    let senders: Vec<usize> = (0..CORES)
+        .map(|core| clients.iter().position(|c| c.core == core).unwrap())
+        .collect();
+    let targets: Vec<usize> = (0..CORES)
+        .flat_map(|core| {
+            let on_core: Vec<usize> = (0..clients.len())
+                .filter(|&i| clients[i].core == core && !senders.contains(&i))
+                .collect();
+            [
+                on_core[0],
+                on_core[on_core.len() / 2],
+                on_core[on_core.len() - 1],
+            ]
+        })
+        .collect();
+    let ids: Vec<String> = clients.iter().map(|c| c.user_id.clone()).collect();
+    const MESSAGES: usize = 100;
+    for seq in 0..MESSAGES {
+        for &s in &senders {
+            clients[s].send(&json!({"type": "chat", "content": format!("b{seq}")}).to_string());
+            for &t in &targets {
+                let direct =
+                    json!({"type": "chat", "recipientID": ids[t], "content": format!("d{seq}")});
+                clients[s].send(&direct.to_string());
+            }
+        }
+        // Each round its own reads, so that later rounds arrive while earlier passes run.
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        let expected: Vec<String> = (0..MESSAGES)
+            .flat_map(|seq| {
+                let direct = targets.contains(&i).then(|| format!("d{seq}"));
+                std::iter::once(format!("b{seq}")).chain(direct)
+            })
+            .collect();
+        let mut got: HashMap<String, Vec<String>> = HashMap::new();
+        let from_others = senders.iter().filter(|&&s| s != i).count();
+        while got.values().map(Vec::len).sum::<usize>() < expected.len() * from_others {
+            let frame = client.next_reply();
+            assert_eq!(frame["type"], "chat", "{frame}");
+            let sender = frame["senderID"].as_str().unwrap().to_string();
+            got.entry(sender)
+                .or_default()
+                .push(frame["content"].as_str().unwrap().to_string());
+        }
+        for (sender, contents) in &got {
+            assert!(senders.iter().any(|&s| &ids[s] == sender && s != i));
+            assert_eq!(
+                contents, &expected,
+                "from {sender} to client {i}: once, in order"
+            );
+        }
+        client.ping("nothing more");
+    }
+}
+
 /// A direct message crosses cores to its recipient alone; unknown recipients get USER_NOT_FOUND.
 #[test]
 fn direct_messages_cross_cores_and_unknown_recipients_are_reported() {

@@ -75,13 +75,27 @@ impl Sockets {
     }
 }
 
+/// Where a connection stands with its core's writer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WriteState {
+    /// No write under way and not in the writer's lists.
+    Idle,
+    /// In the writer's lists, waiting for its turn.
+    Waiting,
+    /// Waiting for its turn in a fan-out pass when more was queued for it (a direct message, a
+    /// reply): the writer sends its queue early rather than at its place in the pass.
+    Hurried,
+    /// A write is under way; what is queued meanwhile follows when it completes.
+    Writing,
+}
+
 /// A client connection, owned by the core that accepted it.
 pub struct Connection {
     pub id: u64,
     stream: TcpStream,
     sockets: Rc<Sockets>,
     out: RefCell<OutQueue>,
-    writing: Cell<bool>,
+    write_state: Cell<WriteState>,
     /// Set once the connection is on its way out: nothing more is queued or read.
     closing: Cell<bool>,
     /// How the writer shuts the socket after the last flush: `Write` lingers for the peer's FIN,
@@ -118,7 +132,7 @@ impl Connection {
             id,
             stream,
             out: RefCell::new(OutQueue::default()),
-            writing: Cell::new(false),
+            write_state: Cell::new(WriteState::Idle),
             closing: Cell::new(false),
             close_how: Cell::new(Shutdown::Write),
             identified: Cell::new(false),
@@ -184,28 +198,36 @@ impl Connection {
         self.closing.set(true);
     }
 
+    /// Queues a frame that many connections get (a fan-out). It waits for this connection's turn
+    /// in the writer: hurrying thousands of connections for one frame would only break up the
+    /// batching that carries several broadcasts in one write.
+    pub fn send(self: &Rc<Self>, frame: OutFrame) {
+        self.queue(frame, false);
+    }
+
+    /// Sends a frame of its own (a reply, a direct message) that keeps the connection open. If the
+    /// connection is waiting for its place in a fan-out pass, its queue goes out early.
+    pub fn reply(self: &Rc<Self>, frame: Bytes) {
+        self.queue(OutFrame::new(frame), true);
+    }
+
     /// Queues a frame. A client that owes more than the bound is cut off as a slow consumer: its
     /// queue is freed at once, it gets the slow-consumer notice if it ever reads again, and it is
     /// closed.
-    pub fn send(self: &Rc<Self>, frame: OutFrame) {
+    fn queue(self: &Rc<Self>, frame: OutFrame, hurry: bool) {
         if self.closing.get() {
             return;
         }
         let limit = self.sockets.limits.max_outbound_bytes;
         let pushed = self.out.borrow_mut().push(frame, limit);
         match pushed {
-            Ok(()) => self.wake_writer(),
+            Ok(()) => self.wake_writer(hurry),
             Err(Overflow) => {
                 tracing::debug!(conn = self.id, "slow consumer cut off");
                 self.out.borrow_mut().clear();
                 self.finish(self.sockets.slow_consumer_notice.clone());
             }
         }
-    }
-
-    /// Sends a frame of its own (a reply) that keeps the connection open.
-    pub fn reply(self: &Rc<Self>, frame: Bytes) {
-        self.send(OutFrame::new(frame));
     }
 
     /// Queues a last frame past the bound, flushes it and closes: the peer gets the frame and a FIN.
@@ -218,7 +240,7 @@ impl Connection {
             self.close_how.set(Shutdown::Both);
         }
         self.out.borrow_mut().push_unbounded(OutFrame::new(last));
-        self.wake_writer();
+        self.wake_writer(true);
         let weak: Weak<Connection> = Rc::downgrade(self);
         let grace = self.sockets.limits.drain_timeout;
         tokio_uring::spawn(async move {
@@ -236,10 +258,30 @@ impl Connection {
         let _ = self.stream.shutdown(Shutdown::Both);
     }
 
-    fn wake_writer(self: &Rc<Self>) {
-        if !self.writing.replace(true) {
-            self.sockets.writers.schedule(self.clone());
+    /// Hands the connection to the writer if it is idle; `hurry` asks for an early send when it is
+    /// already waiting in a fan-out pass.
+    fn wake_writer(self: &Rc<Self>, hurry: bool) {
+        match self.write_state.get() {
+            WriteState::Idle => {
+                self.write_state.set(WriteState::Waiting);
+                self.sockets.writers.schedule(self.clone());
+            }
+            WriteState::Waiting if hurry => {
+                if self.sockets.writers.hurry(self) {
+                    self.write_state.set(WriteState::Hurried);
+                }
+            }
+            WriteState::Waiting | WriteState::Hurried | WriteState::Writing => {}
         }
+    }
+
+    pub(crate) fn write_state(&self) -> WriteState {
+        self.write_state.get()
+    }
+
+    /// A hurried connection whose queue went out early is back to waiting for its place.
+    pub(crate) fn hurried_sent(&self) {
+        self.write_state.set(WriteState::Waiting);
     }
 
     /// The socket, for the reader task's reads and the writer's writes.
@@ -247,9 +289,9 @@ impl Connection {
         &self.stream
     }
 
-    /// Fills `batch` (empty) with the frames for the next `writev`. When the queue is empty it
-    /// hands `batch` back unused: the writer then stops until more is queued, and a closing
-    /// connection is shut down (FIN after the last byte).
+    /// Fills `batch` (empty) with the frames for the next `writev`, and marks a write under way.
+    /// When the queue is empty it hands `batch` back unused: the writer then stops until more is
+    /// queued, and a closing connection is shut down (FIN after the last byte).
     pub(crate) fn next_batch(
         &self,
         mut batch: Vec<OutFrame>,
@@ -257,10 +299,25 @@ impl Connection {
         let mut out = self.out.borrow_mut();
         if out.is_empty() {
             out.release_memory();
-            self.writing.set(false);
+            self.write_state.set(WriteState::Idle);
             if self.closing.get() {
                 let _ = self.stream.shutdown(self.close_how.get());
             }
+            return Err(batch);
+        }
+        self.write_state.set(WriteState::Writing);
+        out.take_batch(&mut batch);
+        Ok(batch)
+    }
+
+    /// Fills `batch` (empty) with queued frames for an early send that leaves the connection's
+    /// place with the writer as it is. Hands `batch` back unused when nothing is queued.
+    pub(crate) fn early_batch(
+        &self,
+        mut batch: Vec<OutFrame>,
+    ) -> Result<Vec<OutFrame>, Vec<OutFrame>> {
+        let mut out = self.out.borrow_mut();
+        if out.is_empty() {
             return Err(batch);
         }
         out.take_batch(&mut batch);

@@ -5,6 +5,7 @@
 //!   [`Sockets`], what every connection of one core shares (its writer, limits, clock).
 //! - [`outbound`]: a connection's queue of shared frames, drained in batches (one write each).
 //! - [`writer`]: one task per core that drives every connection's writes.
+//! - [`park`]: the writer's yield in a long pass, which lets the runtime submit io_uring work.
 //! - [`guards`]: per-connection defences: flood control and the connection caps.
 //!
 //! What a frame means is decided above, in the chat layer; the few frames this layer must send on
@@ -14,6 +15,7 @@ pub mod codec;
 pub mod connection;
 pub mod guards;
 pub mod outbound;
+pub mod park;
 pub mod writer;
 
 pub use connection::{Connection, SocketLimits, Sockets};

@@ -175,12 +175,20 @@ fn run_core(
     builder
         .entries(config.ring_entries)
         .uring_builder(tokio_uring::uring_builder().setup_cqsize(RING_CQ_ENTRIES));
-    let runtime =
-        tokio_uring::Runtime::new(&builder).map_err(|e| startup::explain_io_uring_error(&e))?;
+    let (runtime, ring) = startup::core_runtime(&builder)?;
+    if ring.is_none() {
+        tracing::warn!(
+            core = id,
+            "could not find the core's io_uring fd: fan-out passes will delay reads"
+        );
+    }
     runtime.block_on(async move {
         let listener = tokio_uring::net::TcpListener::from_std(listener);
+        let writers = Writers::new(config.inline_send_min, ring).map_err(|error| {
+            format!("core {id}: could not create its writer's eventfd: {error}")
+        })?;
         let sockets = Sockets::new(
-            Writers::new(config.inline_send_min),
+            writers,
             SocketLimits {
                 max_outbound_bytes: config.max_outbound_bytes,
                 drain_timeout: config.drain_timeout,
@@ -196,8 +204,8 @@ fn run_core(
         let router = Router::new(id, peers);
         let shard = Shard::new(id, config.clone(), shared.directory, shared.rooms, router);
         core::run(Core::new(config, shard, sockets), listener, inbox).await;
-    });
-    Ok(())
+        Ok(())
+    })
 }
 
 /// What the binary does: start, serve until SIGINT or SIGTERM, drain, exit. A second signal exits

@@ -3,8 +3,11 @@
 //! Every failure here is turned into a message that says what is wrong and what to do, for `main` to
 //! print before exiting with code 1. Nothing here panics.
 
+use std::collections::HashSet;
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::os::fd::RawFd;
+use std::sync::Mutex;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -48,6 +51,43 @@ pub fn explain_io_uring_error(error: &io::Error) -> String {
         }
         _ => format!("io_uring could not start: {error}"),
     }
+}
+
+/// Held while a core builds its runtime, so that the one new io_uring fd is that core's ring.
+static RING_SETUP: Mutex<()> = Mutex::new(());
+
+/// Builds a core's tokio-uring runtime, and finds the fd of its ring: tokio-uring 0.5 does not
+/// expose it, and the writer submits through it in the middle of a fan-out pass
+/// ([`crate::net::park`]). `None` when it cannot be told apart (the writer then only yields).
+pub fn core_runtime(
+    builder: &tokio_uring::Builder,
+) -> Result<(tokio_uring::Runtime, Option<RawFd>), String> {
+    let _alone = RING_SETUP
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let before = io_uring_fds();
+    let runtime = tokio_uring::Runtime::new(builder).map_err(|e| explain_io_uring_error(&e))?;
+    let created: Vec<RawFd> = io_uring_fds().difference(&before).copied().collect();
+    let ring = match created[..] {
+        [fd] => Some(fd),
+        _ => None,
+    };
+    Ok((runtime, ring))
+}
+
+/// The process's open io_uring fds.
+fn io_uring_fds() -> HashSet<RawFd> {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return HashSet::new();
+    };
+    entries
+        .flatten()
+        .filter(|entry| {
+            std::fs::read_link(entry.path())
+                .is_ok_and(|target| target.as_os_str() == "anon_inode:[io_uring]")
+        })
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .collect()
 }
 
 /// Raises the open-file soft limit to the hard limit and returns the new soft limit.

@@ -51,7 +51,8 @@ impl TestServer {
     pub fn login_on_every_core(&self, prefix: &str, cores: usize, per_core: usize) -> Vec<Client> {
         let mut clients = Vec::new();
         let mut counts = vec![0; cores];
-        for i in 0..200 {
+        let attempts = (per_core * cores * 3).max(200);
+        for i in 0..attempts {
             if counts.iter().all(|&n| n >= per_core) {
                 return clients;
             }
@@ -59,7 +60,7 @@ impl TestServer {
             counts[client.core] += 1;
             clients.push(client);
         }
-        panic!("SO_REUSEPORT never spread 200 connections over {cores} cores: {counts:?}");
+        panic!("SO_REUSEPORT never spread {attempts} connections over {cores} cores: {counts:?}");
     }
 }
 
