@@ -205,9 +205,14 @@ run_matrix() {
     run "broadcast-c$find_max_clients-findmax" "$p" "$(find_max_limit)" \
         --pattern broadcast --clients "$find_max_clients" --rate 10 \
         --find-max --find-max-steps "$find_max_steps" --max-p99 "$FIND_MAX_P99"
+    # Direct messages batched by the default 1 ms send tick, then each written on its own
+    # (--send-tick 0), as direct messages from many people are.
     for rate in "${direct_rates[@]}"; do
         run "direct-c$direct_clients-s$direct_senders-r$rate" "$p" "$(run_limit)" \
             --pattern direct --clients "$direct_clients" --senders "$direct_senders" --rate "$rate"
+        run "direct-c$direct_clients-s$direct_senders-r$rate-tick0" "$p" "$(run_limit)" \
+            --pattern direct --clients "$direct_clients" --senders "$direct_senders" --rate "$rate" \
+            --send-tick 0
     done
     # Each sender writes every message on its own (--send-tick 0), as real members of small
     # rooms do, and with the batched default tick.
