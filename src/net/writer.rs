@@ -14,7 +14,7 @@
 //!   room, and the connection's next writes follow through io_uring until its queue is empty.
 //!
 //! A pass over thousands of connections takes tens of milliseconds, and the rest of the core must
-//! not wait for it. Every `SENDS_PER_TURN` sends the pass stops at a [`ParkPoint`]: the core's
+//! not wait for it. Every `PASS_SLICE` of sending the pass stops at a [`ParkPoint`]: the core's
 //! other tasks run, the runtime parks once (re-armed reads reach the kernel, finished reads are
 //! reaped), and the writer then serves first what arrived meanwhile: finished io_uring writes,
 //! connections newly scheduled by a small turn (direct messages, replies), and connections still
@@ -32,6 +32,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use futures_util::future::{FutureExt, LocalBoxFuture};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -69,12 +70,16 @@ type InFlight = FuturesUnordered<LocalBoxFuture<'static, Written>>;
 const SPARE_BATCHES: usize = 1024;
 const SPARE_BATCH_CAPACITY: usize = 64;
 
-/// Connections a pass sends to before it stops at a park point: a pass over thousands of
-/// connections takes tens of milliseconds, and readers and direct messages must not wait for all of
-/// it. A stop costs four syscalls; 16 sends take 0.1-0.3 ms. Measured against 64 (10,000 clients,
-/// 20,000 direct messages/s, a lobby message every 0.5 s): the independent probe's direct p99 fell
-/// from 5.5-6.7 to 3.5-4.1 ms, at the same server CPU.
-const SENDS_PER_TURN: usize = 16;
+/// How long a pass sends before it stops at a park point: a pass over thousands of connections
+/// takes tens of milliseconds, and readers and direct messages must not wait for all of it. A stop
+/// costs four syscalls. A time, not a count: a send costs ~1 µs when the receivers keep up and
+/// 10-20 µs when they share the CPUs, and a count fit for one is wrong for the other. Measured
+/// (10,000 clients, docs/BENCHMARKS.md "Mixed traffic"): every 64 sends, the probe's direct p99 in
+/// the mix was 5.5-6.7 ms; every 16, 3.1-4.3 ms but 1.04-1.06 µs of CPU per broadcast delivery;
+/// every 200 µs, 2.8-3.2 ms at 1.01-1.03 µs.
+const PASS_SLICE: Duration = Duration::from_micros(200);
+/// Sends between two looks at the clock.
+const CLOCK_EVERY: usize = 8;
 
 impl Writers {
     /// A writer that sends turns of at least `inline_send_min` connections inline. Smaller turns go
@@ -136,12 +141,13 @@ impl Writers {
         }
     }
 
-    /// Sends a fan-out pass inline, stopping every `SENDS_PER_TURN` sends to let the core work and
+    /// Sends a fan-out pass inline, stopping every `PASS_SLICE` to let the core work and
     /// to serve what arrived meanwhile before the rest of the pass.
     async fn pass(&self, turn: Vec<Rc<Connection>>, in_flight: &mut InFlight) {
         let mut pass = VecDeque::from(turn);
         self.passing.set(true);
         let mut sends = 0;
+        let mut slice_start = Instant::now();
         loop {
             let hurried = self.hurried.borrow_mut().pop();
             if let Some(conn) = hurried {
@@ -158,9 +164,10 @@ impl Writers {
             } else {
                 break;
             }
-            if sends == SENDS_PER_TURN {
+            if sends % CLOCK_EVERY == 0 && slice_start.elapsed() >= PASS_SLICE {
                 sends = 0;
                 self.park_point.pass().await;
+                slice_start = Instant::now();
                 while let Some(Some(written)) = in_flight.next().now_or_never() {
                     self.written(written, in_flight);
                 }

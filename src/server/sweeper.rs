@@ -7,6 +7,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use crate::chat::protocol::{self, ErrorCode};
+use crate::net::outbound::OutFrame;
 use crate::server::core::Core;
 
 /// Closes connections that did not log in within `--login-timeout`, pings connections silent for
@@ -34,7 +35,8 @@ pub async fn run(core: Rc<Core>) {
                 conn.shutdown_now();
             } else if silent >= ping_interval && !conn.was_pinged() {
                 conn.mark_pinged();
-                conn.reply(protocol::ping());
+                // A sweep pings thousands at once, like a fan-out: each waits for its turn.
+                conn.send(OutFrame::new(protocol::ping()));
             }
         }
     }
