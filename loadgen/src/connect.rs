@@ -10,9 +10,14 @@ use crate::stamp::{LineBuffer, MAX_FRAME};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpSocket, TcpStream};
+
+/// A connection's write half, shared by its receive task (pongs) and the sender thread.
+pub type Writer = Arc<tokio::sync::Mutex<OwnedWriteHalf>>;
 
 /// How a connection logs in.
 #[derive(Clone, Debug)]

@@ -9,6 +9,7 @@
 //! it runs nothing else, and the sockets' readiness is driven by the worker runtimes that own them.
 
 use crate::clock::{Clock, Rng, Schedule};
+use crate::connect::Writer;
 use crate::mixed::{Kind, Mix};
 use crate::options::{Pattern, Protocol};
 use crate::redis;
@@ -16,7 +17,6 @@ use crate::room_wire::encode_post;
 use crate::rooms::RoomSend;
 use crate::stamp::{write_payload, Stamp};
 use crate::stats::{new_histogram, Window, FANOUT_MAX_MESSAGES};
-use crate::worker::Writer;
 use hdrhistogram::Histogram;
 use std::sync::mpsc;
 use std::time::Duration;

@@ -2,13 +2,13 @@
 //! time is read once per `read()` and shared by every frame that read returned.
 
 use crate::clock::Clock;
+use crate::connect::Writer;
 use crate::redis;
 use crate::room_order::{self, RoomSeqs};
 use crate::room_wire::room_of;
 use crate::rooms::Membership;
 use crate::stamp::{parse_stamp, scan_line, Frame, LineBuffer, MAX_FRAME};
-use crate::stats::{SeqTracker, ThreadStats};
-use crate::worker::{Shared, Writer};
+use crate::stats::{SeqTracker, Shared, ThreadStats};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;

@@ -1,12 +1,24 @@
 //! Measurements kept per worker thread and merged at the end of a round.
 //!
 //! Every client task of a thread records into one `ThreadStats` (shared through `Rc<RefCell>` on
-//! that thread alone), so there is one histogram per thread, not per client, and no locking.
+//! that thread alone), so there is one histogram per thread, not per client, and no locking. The
+//! few counters the main thread polls while a run goes on (`Shared`) are atomics beside them.
 
 use crate::mixed::Mix;
 use crate::stamp::Stamp;
 use hdrhistogram::Histogram;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicU64;
+
+/// Counters the main thread polls for progress, settling and draining.
+#[derive(Default)]
+pub struct Shared {
+    pub bytes: AtomicU64,
+    pub measured: AtomicU64,
+    pub connected: AtomicU64,
+    pub failed: AtomicU64,
+    pub disconnected: AtomicU64,
+}
 
 /// A new latency histogram in nanoseconds, 3 significant digits, 1 µs to 1 hour (auto-resizing).
 pub fn new_histogram() -> Histogram<u64> {

@@ -5,29 +5,25 @@
 //! a command channel and reads progress from a few atomics.
 
 use crate::clock::Clock;
-use crate::connect::{self, ConnectError, Login};
+use crate::connect::{self, ConnectError, Login, Writer};
 use crate::limits::current_thread_clock;
 use crate::mixed::Mix;
 use crate::options::Protocol;
 use crate::receive::{self, Ctx};
 use crate::room_order::RoomSeqs;
 use crate::rooms::Rooms;
-use crate::stats::{new_histogram, ThreadStats, Window};
+use crate::stats::{new_histogram, Shared, ThreadStats, Window};
 use hdrhistogram::Histogram;
 use std::cell::RefCell;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc as tmpsc, Semaphore};
-
-/// A connection's write half, shared by its receive task (pongs) and the sender thread.
-pub type Writer = Arc<tokio::sync::Mutex<OwnedWriteHalf>>;
 
 /// What a client does once logged in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,16 +63,6 @@ pub struct WorkerConfig {
     pub rooms: Option<Arc<Rooms>>,
     /// `--pattern mixed`: receivers split their figures by kind.
     pub mix: Option<Mix>,
-}
-
-/// Counters the main thread polls for progress, settling and draining.
-#[derive(Default)]
-pub struct Shared {
-    pub bytes: AtomicU64,
-    pub measured: AtomicU64,
-    pub connected: AtomicU64,
-    pub failed: AtomicU64,
-    pub disconnected: AtomicU64,
 }
 
 pub enum Cmd {
