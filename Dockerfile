@@ -54,10 +54,12 @@ RUN groupadd --system --gid 10001 uring-chat \
  && useradd --system --uid 10001 --gid 10001 --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin uring-chat
 COPY --from=binary /out/uring-chat /usr/local/bin/uring-chat
-# The server's own defaults are 0.0.0.0:8080; set them explicitly so the
-# image documents them and "docker run -e URING_CHAT_PORT=..." is obvious.
+# The server's own defaults are 0.0.0.0:8080, and 8081 for HTTP (/healthz,
+# /readyz); set them explicitly so the image documents them and
+# "docker run -e URING_CHAT_PORT=..." is obvious.
 ENV URING_CHAT_HOST=0.0.0.0 \
-    URING_CHAT_PORT=8080
-EXPOSE 8080
+    URING_CHAT_PORT=8080 \
+    URING_CHAT_HTTP_PORT=8081
+EXPOSE 8080 8081
 USER 10001:10001
 ENTRYPOINT ["/usr/local/bin/uring-chat"]

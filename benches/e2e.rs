@@ -221,6 +221,7 @@ fn bench_e2e(c: &mut Criterion) {
     let server = Server::start(Config {
         host: "127.0.0.1".into(),
         port: 0,
+        http_port: None,
         cores: 2,
         // The sender broadcasts far above the per-connection flood limit, and the receivers never
         // send anything (so no keepalive pings either): switch both guards off.

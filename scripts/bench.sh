@@ -109,7 +109,8 @@ start_server() {
     else
         # --rate-limit 0: the per-connection flood limit (50 frames/s) would cap the senders far
         # below the rates under test.
-        "$SERVER_BIN" --host 127.0.0.1 --port "$TARGET_PORT" --cores "$CORES" \
+        # --http-port 0: a free one, so the health port never collides with another server.
+        "$SERVER_BIN" --host 127.0.0.1 --port "$TARGET_PORT" --http-port 0 --cores "$CORES" \
             --log-level warn --rate-limit 0 >"$logfile" 2>&1 &
     fi
     SERVER_PID=$!

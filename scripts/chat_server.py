@@ -40,7 +40,7 @@ class Server:
     def __init__(self, binary, extra_args, env=None):
         self.port = free_port()
         self.log = tempfile.TemporaryFile()
-        args = [binary, "--host", HOST, "--port", str(self.port), "--cores", "2",
+        args = [binary, "--host", HOST, "--port", str(self.port), "--http-port", "0", "--cores", "2",
                 "--rate-limit", "0", "--log-level", "warn", *extra_args]
         environment = dict(os.environ, **env) if env else None
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,

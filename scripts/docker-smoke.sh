@@ -5,7 +5,7 @@
 # (BINARY_SOURCE=host, so no Rust image has to be pulled; the runtime stage is
 # the same one `docker build .` produces), then checks over real sockets on
 # 127.0.0.1:
-#   1. image config: non-root USER, EXPOSE 8080, listens on 0.0.0.0 by default
+#   1. image config: non-root USER, EXPOSE 8080 and 8081, listens on 0.0.0.0 by default
 #   2. --privileged: the server runs as the non-root user, relays a chat
 #      message between two clients, and stops cleanly on `docker stop`
 #   3. deploy/seccomp-io_uring.json instead of --privileged: same checks
@@ -236,23 +236,36 @@ build_image() {
         -t "$IMAGE" "$REPO" >"$WORK/build.log" 2>&1 || abort "docker build" "$WORK/build.log"
 }
 
-# First free TCP port on 127.0.0.1 from SMOKE_PORT on (the server runs in the
-# host network namespace, so it competes with everything else on the host).
+# The first two free TCP ports on 127.0.0.1 from SMOKE_PORT on, for the chat and
+# the HTTP port (the server runs in the host network namespace, so it competes
+# with everything else on the host).
 pick_port() {
-    PORT=$(python3 - "${SMOKE_PORT:-18080}" <<'EOF'
+    local ports
+    ports=$(python3 - "${SMOKE_PORT:-18080}" <<'EOF'
 import socket, sys
 start = int(sys.argv[1])
+free = []
 for port in range(start, start + 100):
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
             continue
-        print(port)
-        break
+        free.append(port)
+        if len(free) == 2:
+            break
+print(*free)
 EOF
     ) || true
-    [ -n "$PORT" ] || abort "no free port near ${SMOKE_PORT:-18080}"
+    read -r PORT HTTP_PORT <<<"$ports"
+    [ -n "$HTTP_PORT" ] || abort "no two free ports near ${SMOKE_PORT:-18080}"
+}
+
+# GET /healthz on the HTTP port must answer 200 "ok".
+healthz() {
+    python3 -c 'import sys, urllib.request
+r = urllib.request.urlopen("http://127.0.0.1:%s/healthz" % sys.argv[1], timeout=5)
+sys.exit(0 if (r.status, r.read()) == (200, b"ok\n") else 1)' "$HTTP_PORT"
 }
 
 # Two real TCP clients: alice and bob log in, alice broadcasts "hi", bob must
@@ -334,7 +347,7 @@ run_chat_check() {
     shift 2
     local out="$WORK/$name.out"
     dk run -d --name "$name" --label "$LABEL" --network host \
-        -e URING_CHAT_HOST=127.0.0.1 -e URING_CHAT_PORT="$PORT" \
+        -e URING_CHAT_HOST=127.0.0.1 -e URING_CHAT_PORT="$PORT" -e URING_CHAT_HTTP_PORT="$HTTP_PORT" \
         "$@" "$IMAGE" >/dev/null 2>"$out" || {
         fail "$check: docker run failed: $(tail -n 3 "$out")"
         return
@@ -351,6 +364,9 @@ run_chat_check() {
     exec_uid=$(dk exec "$name" id -u 2>/dev/null)
     if [ "$uid" != 10001 ] || [ "$exec_uid" != 10001 ]; then
         fail "$check: server runs as uid '${uid}' (exec as '${exec_uid}'), expected 10001"
+    elif ! healthz; then
+        fail "$check: GET /healthz on 127.0.0.1:$HTTP_PORT did not answer 200 ok"
+        dk logs --tail 20 "$name" 2>&1 | sed 's/^/    /'
     elif ! timeout 30 python3 "$WORK/chat_client.py" 127.0.0.1 "$PORT" >"$out" 2>&1; then
         fail "$check: chat through the server failed: $(tail -n 3 "$out")"
         dk logs --tail 20 "$name" 2>&1 | sed 's/^/    /'
@@ -358,7 +374,7 @@ run_chat_check() {
         fail "$check: chat worked, but $STOP_PROBLEM"
         dk logs --tail 20 "$name" 2>&1 | sed 's/^/    /'
     else
-        pass "$check: uid $uid, $(head -n 1 "$out"), docker stop -> exit 0 in ${STOP_SECONDS}s"
+        pass "$check: uid $uid, /healthz ok, $(head -n 1 "$out"), docker stop -> exit 0 in ${STOP_SECONDS}s"
     fi
     dk rm -f "$name" >/dev/null 2>&1 || true
 }
@@ -381,14 +397,15 @@ stop_gracefully() {
 # ----------------------------------------------------------------- checks --
 
 check_image_config() {
-    local check="image config: USER 10001:10001, EXPOSE 8080, URING_CHAT_HOST=0.0.0.0, URING_CHAT_PORT=8080"
+    local check="image config: USER 10001:10001, EXPOSE 8080 8081, URING_CHAT_HOST=0.0.0.0, URING_CHAT_PORT=8080, URING_CHAT_HTTP_PORT=8081"
     local user ports env
     user=$(dk image inspect -f '{{.Config.User}}' "$IMAGE")
     # shellcheck disable=SC2016  # Go template, not a shell expansion
     ports=$(dk image inspect -f '{{range $p, $_ := .Config.ExposedPorts}}{{$p}} {{end}}' "$IMAGE")
     env=$(dk image inspect -f '{{range .Config.Env}}{{.}} {{end}}' "$IMAGE")
-    if [ "$user" = "10001:10001" ] && [[ " $ports" == *" 8080/tcp "* ]] &&
-        [[ " $env" == *" URING_CHAT_HOST=0.0.0.0 "* ]] && [[ " $env" == *" URING_CHAT_PORT=8080 "* ]]; then
+    if [ "$user" = "10001:10001" ] && [[ " $ports" == *" 8080/tcp "* ]] && [[ " $ports" == *" 8081/tcp "* ]] &&
+        [[ " $env" == *" URING_CHAT_HOST=0.0.0.0 "* ]] && [[ " $env" == *" URING_CHAT_PORT=8080 "* ]] &&
+        [[ " $env" == *" URING_CHAT_HTTP_PORT=8081 "* ]]; then
         pass "$check"
     else
         fail "$check: User='$user' ExposedPorts='$ports' Env='$env'"

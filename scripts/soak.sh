@@ -51,7 +51,7 @@ cleanup() {
 trap cleanup EXIT
 
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$SERVER_BIN" --host 127.0.0.1 --port "$PORT" --rate-limit 0 --log-level warn 2>"$WORK/server.log" &
+"$SERVER_BIN" --host 127.0.0.1 --port "$PORT" --http-port 0 --rate-limit 0 --log-level warn 2>"$WORK/server.log" &
 SERVER_PID=$!
 for _ in $(seq 100); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then break; fi

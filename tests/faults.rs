@@ -26,6 +26,8 @@ fn server_command(extra: &[&str]) -> Command {
             "127.0.0.1",
             "--port",
             "0",
+            "--http-port",
+            "0",
             "--cores",
             "2",
             "--log-format",
@@ -35,6 +37,7 @@ fn server_command(extra: &[&str]) -> Command {
         .env_remove("RUST_LOG")
         .env_remove("URING_CHAT_PORT")
         .env_remove("SERVER_PORT")
+        .env_remove("URING_CHAT_HTTP_PORT")
         .stderr(Stdio::piped());
     command
 }

@@ -17,6 +17,8 @@ fn server_command() -> Command {
         .args([
             "--host",
             "127.0.0.1",
+            "--http-port",
+            "0",
             "--cores",
             "2",
             "--log-format",
@@ -25,6 +27,7 @@ fn server_command() -> Command {
         .env_remove("RUST_LOG")
         .env_remove("URING_CHAT_PORT")
         .env_remove("SERVER_PORT")
+        .env_remove("URING_CHAT_HTTP_PORT")
         .stderr(Stdio::piped());
     command
 }

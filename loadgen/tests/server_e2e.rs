@@ -9,6 +9,7 @@ fn start_server() -> uring_chat::server::Server {
     let config = uring_chat::config::Config {
         host: "127.0.0.1".into(),
         port: 0,
+        http_port: None,
         cores: 2,
         ..Default::default()
     };
@@ -64,6 +65,7 @@ fn loadgen_rooms_against_the_real_server() {
     let server = uring_chat::server::Server::start(uring_chat::config::Config {
         host: "127.0.0.1".into(),
         port: 0,
+        http_port: None,
         cores: 2,
         rate_limit: 0,
         ..Default::default()
@@ -121,6 +123,7 @@ fn loadgen_mixed_against_the_real_server() {
     let server = uring_chat::server::Server::start(uring_chat::config::Config {
         host: "127.0.0.1".into(),
         port: 0,
+        http_port: None,
         cores: 2,
         rate_limit: 0,
         ..Default::default()

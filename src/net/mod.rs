@@ -7,6 +7,7 @@
 //! - [`writer`]: one task per core that drives every connection's writes.
 //! - [`park`]: the writer's yield in a long pass, which lets the runtime submit io_uring work.
 //! - [`guards`]: per-connection defences: flood control and the connection caps.
+//! - [`http`]: HTTP request heads (parsed with httparse, bounded) and plain responses, sans-IO.
 //!
 //! What a frame means is decided above, in the chat layer; the few frames this layer must send on
 //! its own (the slow-consumer notice) are handed to it ready-made.
@@ -14,6 +15,7 @@
 pub mod codec;
 pub mod connection;
 pub mod guards;
+pub mod http;
 pub mod outbound;
 pub mod park;
 pub mod writer;

@@ -4,11 +4,13 @@
 //!   it returns is what tests drive (port 0, then `local_addr`). [`run`] is what the binary does:
 //!   start, wait for SIGINT or SIGTERM, drain, and exit.
 //! - [`core`]: one core's listener, connections, inbox loop and drain.
+//! - [`http`]: one core's share of the HTTP port: `/healthz` and `/readyz`.
 //! - [`reader`]: the task per connection that reads, frames, and hands frames to its session.
 //! - [`sweeper`]: login timeout and keepalive.
 //! - [`startup`]: the checks that turn a missing io_uring, a busy port or a low fd limit into advice.
 
 pub mod core;
+pub mod http;
 pub mod reader;
 pub mod startup;
 pub mod sweeper;
@@ -32,6 +34,7 @@ use crate::net::{SocketLimits, Sockets};
 /// A running server.
 pub struct Server {
     local_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     inboxes: Vec<Outbox<ShardMsg>>,
     threads: Vec<JoinHandle<()>>,
     exits: flume::Receiver<CoreExit>,
@@ -58,8 +61,21 @@ impl Server {
         let addr = startup::resolve(&config.host, config.port)?;
         let listeners = startup::bind_listeners(addr, config.cores, config.listen_backlog)?;
         let local_addr = listeners[0].local_addr().map_err(|e| e.to_string())?;
+        let mut http_listeners: Vec<Option<std::net::TcpListener>> = match config.http_port {
+            Some(port) => {
+                let addr = startup::resolve(&config.host, port)?;
+                let bound = startup::bind_listeners(addr, config.cores, config.listen_backlog)?;
+                bound.into_iter().map(Some).collect()
+            }
+            None => (0..config.cores).map(|_| None).collect(),
+        };
+        let http_addr = match &http_listeners[0] {
+            Some(listener) => Some(listener.local_addr().map_err(|e| e.to_string())?),
+            None => None,
+        };
         tracing::info!(
             %local_addr,
+            http = ?http_addr,
             cores = config.cores,
             open_file_limit = fd_limit,
             max_connections = config.max_connections,
@@ -89,6 +105,7 @@ impl Server {
         let (exit_tx, exits) = flume::unbounded();
         let mut threads = Vec::with_capacity(config.cores);
         for (id, (listener, inbox)) in listeners.into_iter().zip(receivers).enumerate() {
+            let http = http_listeners[id].take();
             let cpu = (!cpus.is_empty()).then(|| cpus[id % cpus.len()]);
             let (config, shared, peers, exit_tx) = (
                 config.clone(),
@@ -100,7 +117,11 @@ impl Server {
                 .name(format!("core-{id}"))
                 .spawn(move || {
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        run_core(id, cpu, config, shared, peers, listener, inbox)
+                        let listeners = CoreListeners {
+                            chat: listener,
+                            http,
+                        };
+                        run_core(id, cpu, config, shared, peers, listeners, inbox)
                     }))
                     .unwrap_or_else(|_| Err(format!("core {id} panicked")));
                     let _ = exit_tx.send(CoreExit { core: id, result });
@@ -110,6 +131,7 @@ impl Server {
         }
         Ok(Server {
             local_addr,
+            http_addr,
             inboxes: senders,
             threads,
             exits,
@@ -119,6 +141,11 @@ impl Server {
     /// The address the listeners are bound to (the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of the HTTP port, unless it is off.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// Begins a graceful stop: no new input, SERVER_SHUTDOWN to every client, flush, close.
@@ -157,13 +184,19 @@ struct Shared {
     admission: Arc<Admission>,
 }
 
+/// One core's listeners: its share of the chat port and, unless it is off, of the HTTP port.
+struct CoreListeners {
+    chat: std::net::TcpListener,
+    http: Option<std::net::TcpListener>,
+}
+
 fn run_core(
     id: usize,
     cpu: Option<usize>,
     config: Arc<Config>,
     shared: Shared,
     peers: Vec<Outbox<ShardMsg>>,
-    listener: std::net::TcpListener,
+    listeners: CoreListeners,
     inbox: Inbox<ShardMsg>,
 ) -> Result<(), String> {
     if let Some(cpu) = cpu {
@@ -183,7 +216,8 @@ fn run_core(
         );
     }
     runtime.block_on(async move {
-        let listener = tokio_uring::net::TcpListener::from_std(listener);
+        let listener = tokio_uring::net::TcpListener::from_std(listeners.chat);
+        let http_listener = listeners.http.map(tokio_uring::net::TcpListener::from_std);
         let writers = Writers::new(config.inline_send_min, ring).map_err(|error| {
             format!("core {id}: could not create its writer's eventfd: {error}")
         })?;
@@ -203,7 +237,12 @@ fn run_core(
         );
         let router = Router::new(id, peers);
         let shard = Shard::new(id, config.clone(), shared.directory, shared.rooms, router);
-        core::run(Core::new(config, shard, sockets), listener, inbox).await;
+        let core = Core::new(config, shard, sockets);
+        let http_port = http_listener.map(|listener| http::HttpPort::start(core.clone(), listener));
+        core::run(core, listener, inbox).await;
+        if let Some(http_port) = http_port {
+            http_port.stop();
+        }
         Ok(())
     })
 }

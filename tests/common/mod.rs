@@ -16,6 +16,8 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct TestServer {
     server: Option<Server>,
     pub addr: SocketAddr,
+    /// The HTTP port (a free one, unless a test turns it off).
+    pub http: Option<SocketAddr>,
 }
 
 impl TestServer {
@@ -27,15 +29,18 @@ impl TestServer {
         let mut config = Config {
             host: "127.0.0.1".into(),
             port: 0,
+            http_port: Some(0),
             cores: 2,
             ..Config::default()
         };
         adjust(&mut config);
         let server = Server::start(config).expect("server starts");
         let addr = server.local_addr();
+        let http = server.http_addr();
         TestServer {
             server: Some(server),
             addr,
+            http,
         }
     }
 
@@ -61,6 +66,15 @@ impl TestServer {
             clients.push(client);
         }
         panic!("SO_REUSEPORT never spread {attempts} connections over {cores} cores: {counts:?}");
+    }
+}
+
+impl TestServer {
+    /// Starts the drain (as SIGTERM does) without waiting for it; drop waits.
+    pub fn begin_shutdown(&self) {
+        if let Some(server) = &self.server {
+            server.shutdown();
+        }
     }
 }
 

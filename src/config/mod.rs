@@ -10,69 +10,8 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
 
-/// Largest inbound frame: a chat line longer than this is an attack or a bug, not a message.
-pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
-/// Outbound bytes a client may owe before it counts as a slow consumer.
-pub const DEFAULT_MAX_OUTBOUND_BYTES: usize = 1024 * 1024;
-/// Listen backlog per core; the kernel caps it at `net.core.somaxconn`.
-pub const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
-/// Connections server-wide; the open-file limit may lower it at start-up.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
-/// Users named in `connect_response` and in each `users` page.
-pub const DEFAULT_USER_LIST_LIMIT: usize = 100;
-/// How often each core sends its coalesced joins and leaves.
-pub const DEFAULT_PRESENCE_INTERVAL: Duration = Duration::from_millis(100);
-/// How often each core sends counts-only presence frames (above `--presence-limit` users). Every
-/// frame costs a TCP segment per user: with 10,000 users, 100 joins and 100 leaves a second, one a
-/// second per core took ~12 % of the server's CPU, one every 10 s ~5 % (docs/BENCHMARKS.md). A
-/// client that wants the exact count now asks for a `users` page.
-pub const DEFAULT_PRESENCE_COUNT_INTERVAL: Duration = Duration::from_secs(10);
-/// Above this many users, presence frames carry counts only.
-pub const DEFAULT_PRESENCE_LIMIT: usize = 1000;
-/// Names per list (`joined`, `left`) in one presence frame.
-pub const DEFAULT_PRESENCE_NAMES: usize = 100;
-/// How long a closing connection may take to flush what it is owed.
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-/// Initial (and idle) read buffer per connection: every idle connection holds one in a pending read.
-pub const DEFAULT_READ_BUFFER_BYTES: usize = 512;
-/// Submission-queue entries per core's ring. tokio-uring hands queued operations to the kernel only
-/// when the thread parks or the queue is full, and a loaded core seldom parks: a small queue bounds
-/// how long a write waits before the kernel sees it.
-pub const DEFAULT_RING_ENTRIES: u32 = 256;
-/// The kernel's limits on ring sizes (IORING_MAX_ENTRIES, IORING_MAX_CQ_ENTRIES).
-pub const MAX_RING_ENTRIES: u32 = 32768;
-/// Completion-queue entries per core: the kernel's maximum, since every idle connection holds a
-/// pending read and every busy one a write as well (1 MiB per core).
-pub const RING_CQ_ENTRIES: u32 = 2 * MAX_RING_ENTRIES;
-/// A writer turn with writes for at least this many connections (a broadcast's fan-out) sends them
-/// inline with nonblocking `sendmsg`; smaller turns go through io_uring. As many as the default
-/// submission queue holds: a bigger turn would go to the kernel in several queue-full chunks, with
-/// reads waiting behind them. See `net/writer.rs` for the measurements.
-pub const DEFAULT_INLINE_SEND_MIN: usize = 256;
-/// A connection that has not logged in by then is closed: slowloris costs a socket for this long.
-pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Silence after which the server pings; two more silent intervals and the connection is closed.
-pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(30);
-/// Connections per client address; 0 is no cap (behind a proxy every client shares one address).
-pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 0;
-/// Frames per second a connection may send on average (0 turns flood control off).
-pub const DEFAULT_RATE_LIMIT: u32 = 50;
-/// Frames a connection may send at once above its rate.
-pub const DEFAULT_RATE_LIMIT_BURST: u32 = 100;
-/// Messages each room's history holds for members that reconnect.
-pub const DEFAULT_HISTORY_MESSAGES: usize = 100;
-/// Bytes each room's history holds, whichever of the two caps is reached first.
-pub const DEFAULT_HISTORY_BYTES: usize = 256 * 1024;
-/// Bytes all rooms' histories hold together; past it the oldest messages server-wide go first.
-pub const DEFAULT_HISTORY_TOTAL_BYTES: usize = 256 * 1024 * 1024;
-/// How long an empty room keeps its history (so its members can recover) before it is dropped.
-pub const DEFAULT_ROOM_IDLE_TTL: Duration = Duration::from_secs(300);
-/// Rooms one user may be in at once.
-pub const DEFAULT_MAX_ROOMS_PER_USER: usize = 100;
-/// Rooms server-wide.
-pub const DEFAULT_MAX_ROOMS: usize = 100_000;
-/// Most cores: the first byte of a userID names the core that owns the user.
-pub const MAX_CORES: usize = 256;
+mod defaults;
+pub use defaults::*;
 
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -86,6 +25,8 @@ pub enum LogFormat {
 pub struct Config {
     pub host: String,
     pub port: u16,
+    /// The HTTP port (`/healthz`, `/readyz`) on the same host; `None` is off.
+    pub http_port: Option<u16>,
     pub cores: usize,
     pub max_frame_bytes: usize,
     pub max_outbound_bytes: usize,
@@ -120,6 +61,7 @@ impl Default for Config {
         Config {
             host: "0.0.0.0".into(),
             port: 8080,
+            http_port: Some(DEFAULT_HTTP_PORT),
             cores: available_cpus(),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_outbound_bytes: DEFAULT_MAX_OUTBOUND_BYTES,
@@ -173,6 +115,9 @@ struct Cli {
     /// TCP port; 0 picks a free one (also SERVER_PORT).
     #[arg(long, env = "URING_CHAT_PORT", default_value_t = 8080)]
     port: u16,
+    /// HTTP port for /healthz and /readyz on the same host; 0 picks a free one, `off` disables it.
+    #[arg(long, env = "URING_CHAT_HTTP_PORT", default_value = "8081", value_parser = parse_port_or_off)]
+    http_port: PortOrOff,
     /// Worker threads, one pinned per CPU, each with its own ring and listener [default: CPUs available].
     #[arg(long, env = "URING_CHAT_CORES")]
     cores: Option<usize>,
@@ -289,6 +234,7 @@ impl Config {
         let config = Config {
             host,
             port,
+            http_port: cli.http_port.0,
             cores: cli.cores.unwrap_or_else(available_cpus),
             max_frame_bytes: cli.max_frame_bytes,
             max_outbound_bytes: cli.max_outbound_bytes,
@@ -323,6 +269,15 @@ impl Config {
 
     /// Rejects settings the server cannot run with, saying which and why.
     pub fn validate(&self) -> Result<(), String> {
+        if self
+            .http_port
+            .is_some_and(|http| http != 0 && http == self.port)
+        {
+            return Err(format!(
+                "--http-port must differ from --port ({}); `--http-port off` turns it off",
+                self.port
+            ));
+        }
         if self.cores == 0 || self.cores > MAX_CORES {
             return Err(format!(
                 "--cores must be 1..={MAX_CORES}, got {}",
@@ -474,6 +429,19 @@ fn read_file(path: &Path) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
+/// A port number, or no port at all (`off`).
+#[derive(Clone, Copy, Debug)]
+struct PortOrOff(Option<u16>);
+
+fn parse_port_or_off(text: &str) -> Result<PortOrOff, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(PortOrOff(None));
+    }
+    text.parse()
+        .map(|port| PortOrOff(Some(port)))
+        .map_err(|_| format!("`{text}` is neither a port number nor `off`"))
+}
+
 /// Parses `250ms`, `5s`, `2m`, `1h` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -511,6 +479,22 @@ mod tests {
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("5d").is_err());
+    }
+
+    #[test]
+    fn http_port_is_a_number_or_off_and_differs_from_the_chat_port() {
+        let parse = |extra: &[&str]| {
+            Config::from_args(std::iter::once("uring-chat").chain(extra.iter().copied()))
+        };
+        assert_eq!(parse(&[]).unwrap().http_port, Some(DEFAULT_HTTP_PORT));
+        assert_eq!(parse(&["--http-port", "off"]).unwrap().http_port, None);
+        assert_eq!(parse(&["--http-port", "0"]).unwrap().http_port, Some(0));
+        assert!(parse(&["--http-port", "web"]).is_err());
+        let same = parse(&["--port", "9000", "--http-port", "9000"]).unwrap_err();
+        assert!(
+            same.to_string().contains("--http-port must differ"),
+            "{same}"
+        );
     }
 
     #[test]

@@ -1,0 +1,186 @@
+//! The HTTP port of one core: `/healthz` and `/readyz` for load balancers and orchestrators.
+//!
+//! Every core listens on the port through `SO_REUSEPORT` and serves it on its own runtime, as it
+//! does the chat port: no second runtime, no thread pool. A connection carries one request and is
+//! closed after the answer. It counts against the same connection caps as a chat client, and must
+//! send its whole request head within `--login-timeout`, or it is shut down (slowloris).
+//! `/readyz` answers 503 from the moment the server starts draining, so that a load balancer stops
+//! sending new clients while the existing ones are told `SERVER_SHUTDOWN` and flushed.
+
+use std::cell::Cell;
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use tokio_uring::buf::BoundedBuf;
+use tokio_uring::net::{TcpListener, TcpStream};
+
+use crate::config::MAX_HTTP_HEAD_BYTES;
+use crate::net::guards::Admission;
+use crate::net::http::{parse_head, response, Parsed, RequestHead};
+use crate::server::core::{Core, ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN};
+
+/// First read buffer of a request; it doubles up to `MAX_HTTP_HEAD_BYTES` for longer heads.
+const FIRST_READ_BYTES: usize = 1024;
+/// Bytes read and dropped after the answer, waiting for the client's FIN: closing with unread
+/// bytes would send a reset that can destroy the answer before the client reads it.
+const LINGER_READ_BYTES: usize = 1024;
+
+/// One core's listener on the HTTP port and its accept loop.
+pub struct HttpPort {
+    listener: Rc<TcpListener>,
+    stopped: Rc<Cell<bool>>,
+}
+
+impl HttpPort {
+    /// Starts accepting; it goes on through the drain, so that `/readyz` can say 503.
+    pub fn start(core: Rc<Core>, listener: TcpListener) -> HttpPort {
+        let port = HttpPort {
+            listener: Rc::new(listener),
+            stopped: Rc::default(),
+        };
+        let (listener, stopped) = (port.listener.clone(), port.stopped.clone());
+        tokio_uring::spawn(accept_loop(core, listener, stopped));
+        port
+    }
+
+    /// Stops accepting when the core ends. The pending accept must end with an error now: left
+    /// armed, tokio-uring would let it take one more connection as the runtime drops, and that
+    /// client would wait forever (../shared/notes/tokio-uring.md). The other cores' listeners take
+    /// the new connections from here on.
+    pub fn stop(self) {
+        self.stopped.set(true);
+        // SAFETY: shutdown(2) on a listening fd this core owns; no memory is involved.
+        unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RD) };
+    }
+}
+
+async fn accept_loop(core: Rc<Core>, listener: Rc<TcpListener>, stopped: Rc<Cell<bool>>) {
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    loop {
+        let accepted = listener.accept().await;
+        if stopped.get() {
+            return;
+        }
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                tokio_uring::spawn(serve(core.clone(), stream, peer));
+            }
+            Err(error) => {
+                tracing::warn!(core = core.id(), %error, retry_in = ?backoff, "HTTP accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// Releases a connection's place under the caps when it ends.
+struct Admitted {
+    admission: Arc<Admission>,
+    counted_ip: Option<std::net::IpAddr>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.admission.release(self.counted_ip);
+    }
+}
+
+/// Reads one request head, answers it, and closes.
+async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
+    let admission = core.sockets.admission.clone();
+    let (counted_ip, verdict) = admission.admit(peer.ip());
+    let _admitted = Admitted {
+        admission,
+        counted_ip,
+    };
+    let stream = Rc::new(stream);
+    let timer = shut_down_after_timeout(&core, &stream);
+    let answer = if verdict.is_err() {
+        response(
+            503,
+            &[],
+            "the server holds its maximum of connections\n",
+            false,
+        )
+    } else {
+        match read_head(&stream).await {
+            Some(Parsed::Head(head)) => route(&core, &head),
+            Some(Parsed::TooLarge) => response(431, &[], "request head too large\n", false),
+            Some(Parsed::Invalid) => response(400, &[], "not an HTTP/1.1 request\n", false),
+            Some(Parsed::Partial) | None => return timer.abort(),
+        }
+    };
+    let (written, _) = stream.write_all(answer).await;
+    if written.is_ok() && stream.shutdown(Shutdown::Write).is_ok() {
+        linger(&stream).await;
+    }
+    timer.abort();
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+/// Reads until the buffer holds a whole head, an oversized one, or garbage; `None` when the
+/// client closed (or the timeout shut the socket) first.
+async fn read_head(stream: &TcpStream) -> Option<Parsed> {
+    let mut buf: Vec<u8> = Vec::with_capacity(FIRST_READ_BYTES);
+    loop {
+        if buf.len() == buf.capacity() {
+            let target = (buf.capacity() * 2).min(MAX_HTTP_HEAD_BYTES);
+            buf.reserve_exact(target - buf.len());
+        }
+        let (len, capacity) = (buf.len(), buf.capacity());
+        let (result, slice) = stream.read(buf.slice(len..capacity)).await;
+        buf = slice.into_inner();
+        if !matches!(result, Ok(read) if read > 0) {
+            return None;
+        }
+        match parse_head(&buf, MAX_HTTP_HEAD_BYTES) {
+            Parsed::Partial => continue,
+            parsed => return Some(parsed),
+        }
+    }
+}
+
+/// The answer to a parsed request: GET (or HEAD) of a known path, 405 for other methods there,
+/// 404 elsewhere.
+fn route(core: &Core, head: &RequestHead) -> Vec<u8> {
+    let (status, body) = match head.path.as_str() {
+        "/healthz" => (200, "ok\n"),
+        "/readyz" if core.takes_input() => (200, "ready\n"),
+        "/readyz" => (503, "draining\n"),
+        _ => return response(404, &[], "not found\n", false),
+    };
+    match head.method.as_str() {
+        "GET" => response(status, &[], body, false),
+        "HEAD" => response(status, &[], body, true),
+        _ => response(405, &[("Allow", "GET, HEAD")], "use GET\n", false),
+    }
+}
+
+/// Shuts the socket down unless the exchange ends (and aborts this timer) within
+/// `--login-timeout`: the pending read or write then completes, and `serve` ends on its own.
+fn shut_down_after_timeout(core: &Core, stream: &Rc<TcpStream>) -> tokio::task::JoinHandle<()> {
+    let stream = Rc::downgrade(stream);
+    let timeout = core.config.login_timeout;
+    tokio_uring::spawn(async move {
+        tokio::time::sleep(timeout).await;
+        if let Some(stream) = stream.upgrade() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    })
+}
+
+/// Reads and drops what the client still sends until it closes (bounded by the timeout).
+async fn linger(stream: &TcpStream) {
+    let mut buf = vec![0u8; LINGER_READ_BYTES];
+    loop {
+        let (result, returned) = stream.read(buf).await;
+        buf = returned;
+        if !matches!(result, Ok(read) if read > 0) {
+            return;
+        }
+    }
+}
