@@ -292,26 +292,22 @@ impl Connection {
     /// Fills `batch` (empty) with the frames for the next `writev`, and marks a write under way.
     /// When the queue is empty it hands `batch` back unused: the writer then stops until more is
     /// queued, and a closing connection is shut down (FIN after the last byte).
-    pub(crate) fn next_batch(
-        &self,
-        mut batch: Vec<OutFrame>,
-    ) -> Result<Vec<OutFrame>, Vec<OutFrame>> {
-        let mut out = self.out.borrow_mut();
-        if out.is_empty() {
-            out.release_memory();
-            self.write_state.set(WriteState::Idle);
-            if self.closing.get() {
-                let _ = self.stream.shutdown(self.close_how.get());
-            }
-            return Err(batch);
+    pub(crate) fn next_batch(&self, batch: Vec<OutFrame>) -> Result<Vec<OutFrame>, Vec<OutFrame>> {
+        let taken = self.early_batch(batch);
+        if taken.is_ok() {
+            self.write_state.set(WriteState::Writing);
+            return taken;
         }
-        self.write_state.set(WriteState::Writing);
-        out.take_batch(&mut batch);
-        Ok(batch)
+        self.out.borrow_mut().release_memory();
+        self.write_state.set(WriteState::Idle);
+        if self.closing.get() {
+            let _ = self.stream.shutdown(self.close_how.get());
+        }
+        taken
     }
 
-    /// Fills `batch` (empty) with queued frames for an early send that leaves the connection's
-    /// place with the writer as it is. Hands `batch` back unused when nothing is queued.
+    /// Fills `batch` (empty) with queued frames, leaving the connection's place with the writer as
+    /// it is (an early send uses it as is). Hands `batch` back unused when nothing is queued.
     pub(crate) fn early_batch(
         &self,
         mut batch: Vec<OutFrame>,
