@@ -25,8 +25,8 @@ use crate::net::{Connection, Sockets};
 use crate::server::{reader, sweeper};
 
 /// First pause after a failed accept (EMFILE and the like); it doubles up to the maximum.
-pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
-pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How long a stopping core waits for force-closed connections to finish after the drain timeout.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// Drain rounds: the longest chain of messages between cores that one client frame starts. A room
@@ -242,24 +242,42 @@ async fn presence_ticker(core: Rc<Core>) {
     }
 }
 
-/// Accepts until the server stops. Accept errors (EMFILE, ECONNABORTED, ...) back off and retry.
+/// Accepts chat connections until the server stops taking input.
 async fn accept_loop(core: Rc<Core>, listener: Rc<TcpListener>) {
+    let stopped = || !core.takes_input();
+    accept_until(&core, &listener, "chat", stopped, |stream, peer| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "TCP_NODELAY failed");
+        }
+        core.admit(stream, peer);
+    })
+    .await;
+}
+
+/// Accepts on `listener`, handing each connection to `admit`, until `stopped()` holds once an
+/// accept has returned (whoever stops it also wakes the pending accept, by shutting the listening
+/// socket). Accept errors (EMFILE, ECONNABORTED, ...) are logged and retried after a back-off that
+/// doubles from `ACCEPT_BACKOFF_MIN` to `ACCEPT_BACKOFF_MAX`.
+pub async fn accept_until(
+    core: &Core,
+    listener: &TcpListener,
+    port: &str,
+    stopped: impl Fn() -> bool,
+    mut admit: impl FnMut(TcpStream, SocketAddr),
+) {
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let accepted = listener.accept().await;
-        if !core.takes_input() {
+        if stopped() {
             return;
         }
         match accepted {
             Ok((stream, peer)) => {
                 backoff = ACCEPT_BACKOFF_MIN;
-                if let Err(error) = stream.set_nodelay(true) {
-                    tracing::debug!(%error, "TCP_NODELAY failed");
-                }
-                core.admit(stream, peer);
+                admit(stream, peer);
             }
             Err(error) => {
-                tracing::warn!(core = core.id(), %error, retry_in = ?backoff, "accept failed");
+                tracing::warn!(core = core.id(), port, %error, retry_in = ?backoff, "accept failed");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
             }

@@ -19,7 +19,7 @@ use tokio_uring::net::{TcpListener, TcpStream};
 use crate::config::MAX_HTTP_HEAD_BYTES;
 use crate::net::guards::Admission;
 use crate::net::http::{parse_head, response, Parsed, RequestHead};
-use crate::server::core::{Core, ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN};
+use crate::server::core::{accept_until, Core};
 
 /// First read buffer of a request; it doubles up to `MAX_HTTP_HEAD_BYTES` for longer heads.
 const FIRST_READ_BYTES: usize = 1024;
@@ -57,24 +57,16 @@ impl HttpPort {
 }
 
 async fn accept_loop(core: Rc<Core>, listener: Rc<TcpListener>, stopped: Rc<Cell<bool>>) {
-    let mut backoff = ACCEPT_BACKOFF_MIN;
-    loop {
-        let accepted = listener.accept().await;
-        if stopped.get() {
-            return;
-        }
-        match accepted {
-            Ok((stream, peer)) => {
-                backoff = ACCEPT_BACKOFF_MIN;
-                tokio_uring::spawn(serve(core.clone(), stream, peer));
-            }
-            Err(error) => {
-                tracing::warn!(core = core.id(), %error, retry_in = ?backoff, "HTTP accept failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
-            }
-        }
-    }
+    accept_until(
+        &core,
+        &listener,
+        "http",
+        || stopped.get(),
+        |stream, peer| {
+            tokio_uring::spawn(serve(core.clone(), stream, peer));
+        },
+    )
+    .await;
 }
 
 /// Releases a connection's place under the caps when it ends.
