@@ -5,14 +5,18 @@
 
 mod common;
 
-fn start_server() -> uring_chat::server::Server {
-    let config = uring_chat::config::Config {
+/// The real server on a free loopback port, two cores, no HTTP port, `adjust`ed.
+fn start_server(
+    adjust: impl FnOnce(&mut uring_chat::config::Config),
+) -> uring_chat::server::Server {
+    let mut config = uring_chat::config::Config {
         host: "127.0.0.1".into(),
         port: 0,
         http_port: None,
         cores: 2,
         ..Default::default()
     };
+    adjust(&mut config);
     uring_chat::server::Server::start(config).expect("uring-chat starts")
 }
 
@@ -22,7 +26,7 @@ fn run(port: u16, extra: &[&str]) -> loadgen::Report {
 
 #[test]
 fn loadgen_measures_the_real_server() {
-    let server = start_server();
+    let server = start_server(|_| {});
     let port = server.local_addr().port();
 
     let b = run(port, &["--senders", "2"]);
@@ -62,15 +66,7 @@ fn loadgen_measures_the_real_server() {
 
 #[test]
 fn loadgen_rooms_against_the_real_server() {
-    let server = uring_chat::server::Server::start(uring_chat::config::Config {
-        host: "127.0.0.1".into(),
-        port: 0,
-        http_port: None,
-        cores: 2,
-        rate_limit: 0,
-        ..Default::default()
-    })
-    .expect("uring-chat starts");
+    let server = start_server(|c| c.rate_limit = 0);
     let port = server.local_addr().port();
 
     // 50 clients in 10 rooms, 2 each (client i: rooms 2i, 2i+1 mod 10): 10 members per room, the
@@ -120,15 +116,7 @@ fn loadgen_rooms_against_the_real_server() {
 
 #[test]
 fn loadgen_mixed_against_the_real_server() {
-    let server = uring_chat::server::Server::start(uring_chat::config::Config {
-        host: "127.0.0.1".into(),
-        port: 0,
-        http_port: None,
-        cores: 2,
-        rate_limit: 0,
-        ..Default::default()
-    })
-    .expect("uring-chat starts");
+    let server = start_server(|c| c.rate_limit = 0);
     let port = server.local_addr().port();
 
     // 200 clients: 10 broadcasts/s to the 199 others, 400 direct messages/s each its own write
