@@ -8,6 +8,7 @@
 //! - [`park`]: the writer's yield in a long pass, which lets the runtime submit io_uring work.
 //! - [`guards`]: per-connection defences: flood control and the connection caps.
 //! - [`http`]: HTTP request heads (parsed with httparse, bounded) and plain responses, sans-IO.
+//! - [`transport`]: TCP or WebSocket: how a connection's frames go on the wire.
 //!
 //! What a frame means is decided above, in the chat layer; the few frames this layer must send on
 //! its own (the slow-consumer notice) are handed to it ready-made.
@@ -18,6 +19,8 @@ pub mod guards;
 pub mod http;
 pub mod outbound;
 pub mod park;
+pub mod transport;
 pub mod writer;
 
 pub use connection::{Connection, SocketLimits, Sockets};
+pub use transport::Transport;
