@@ -366,3 +366,52 @@ fn echo_mode_sends_every_message_back_as_it_came() {
     assert_eq!(client.next_text(), "still open after the login timeout");
     let _ = content_of; // shared harness
 }
+
+/// A WebSocket client that never reads is cut off like a TCP one: a gap-free prefix, then
+/// SLOW_CONSUMER and close code 1008, while a reading client gets every message.
+#[test]
+fn a_websocket_client_that_never_reads_is_cut_off_as_a_slow_consumer() {
+    let server = TestServer::start_with(|c| {
+        c.max_outbound_bytes = 1 << 20;
+        c.rate_limit = 0;
+        c.drain_timeout = Duration::from_secs(30);
+    });
+    // Loopback holds ~4 MB for a socket nobody reads; 10 MB is well past that plus the bound.
+    const MESSAGES: usize = 2500;
+    let mut sender = server.login("sender");
+    let mut slow = WsClient::login(server.http.unwrap(), "slow");
+    let mut reader = server.login("reader");
+    let counting = std::thread::spawn(move || {
+        let mut next = 0;
+        while next < MESSAGES {
+            let frame = reader.next_reply();
+            let content = frame["content"].as_str().unwrap();
+            assert!(
+                content.starts_with(&format!("{next}:")),
+                "expected {next}, got {content:.20}"
+            );
+            next += 1;
+        }
+    });
+    let payload = "x".repeat(4000);
+    for seq in 0..MESSAGES {
+        sender.send(&chat(&format!("{seq}:{payload}")));
+        if seq % 10 == 9 {
+            std::thread::sleep(Duration::from_millis(10)); // ~4 MB/s, as in tests/hardening.rs
+        }
+    }
+    counting
+        .join()
+        .expect("the reading client got every message in order");
+    let closed = slow.expect_closed();
+    assert_eq!(closed.code, Some(1008));
+    let chats: Vec<&str> = (closed.frames.iter())
+        .filter(|f| f["type"] == "chat")
+        .map(|f| f["content"].as_str().unwrap())
+        .collect();
+    assert!(chats.len() < MESSAGES, "cut off before the end");
+    for (seq, content) in chats.iter().enumerate() {
+        assert!(content.starts_with(&format!("{seq}:")), "a gap-free prefix");
+    }
+    assert_eq!(closed.frames.last().unwrap()["code"], "SLOW_CONSUMER");
+}
