@@ -34,6 +34,10 @@ impl OutFrame {
         self.0.is_empty()
     }
 
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     pub fn as_ptr(&self) -> *const u8 {
         self.0.as_ptr()
     }

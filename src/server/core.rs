@@ -20,8 +20,9 @@ use crate::chat::protocol::{self, ErrorCode};
 use crate::chat::{Shard, ShardMsg};
 use crate::config::Config;
 use crate::hub::{Inbox, Mail};
+use crate::metrics::{CoreMetrics, Exposition};
 use crate::net::guards::Refusal;
-use crate::net::{Connection, Sockets};
+use crate::net::{CloseReason, Connection, Sockets, Transport};
 use crate::server::{reader, sweeper};
 
 /// First pause after a failed accept (EMFILE and the like); it doubles up to the maximum.
@@ -48,6 +49,9 @@ pub struct Core {
     pub config: Arc<Config>,
     pub shard: Shard,
     pub sockets: Rc<Sockets>,
+    /// This core's counters, and every core's for `/metrics`.
+    pub metrics: Arc<CoreMetrics>,
+    pub exposition: Arc<Exposition>,
     connections: RefCell<HashMap<u64, Rc<Connection>>>,
     next_connection: Cell<u64>,
     phase: Cell<Phase>,
@@ -58,12 +62,20 @@ pub struct Core {
 }
 
 impl Core {
-    pub fn new(config: Arc<Config>, shard: Shard, sockets: Rc<Sockets>) -> Rc<Core> {
+    pub fn new(
+        config: Arc<Config>,
+        shard: Shard,
+        sockets: Rc<Sockets>,
+        metrics: Arc<CoreMetrics>,
+        exposition: Arc<Exposition>,
+    ) -> Rc<Core> {
         let rounds_heard = RefCell::new(vec![0; shard.router.cores()]);
         Rc::new(Core {
             config,
             shard,
             sockets,
+            metrics,
+            exposition,
             connections: RefCell::default(),
             next_connection: Cell::new(0),
             phase: Cell::new(Phase::Running),
@@ -91,7 +103,9 @@ impl Core {
     fn admit(self: &Rc<Self>, stream: TcpStream, peer: SocketAddr) {
         let id = self.next_connection.replace(self.next_connection.get() + 1);
         let (counted_ip, verdict) = self.sockets.admission.admit(peer.ip());
-        let conn = Connection::new(&self.sockets, id, stream, counted_ip);
+        let conn = Connection::new(&self.sockets, id, stream, Transport::Tcp, counted_ip);
+        self.metrics
+            .accepted(conn.transport(), verdict.as_ref().err());
         if let Err(refusal) = verdict {
             let reason = match refusal {
                 Refusal::Full(max) => format!("the server holds its maximum of {max} connections"),
@@ -99,7 +113,8 @@ impl Core {
                     format!("your address holds its maximum of {cap} connections")
                 }
             };
-            return conn.finish(protocol::error(ErrorCode::ServerFull, &reason));
+            let frame = protocol::error(ErrorCode::ServerFull, &reason);
+            return conn.finish(frame, CloseReason::Refused);
         }
         tracing::debug!(core = self.id(), conn = id, "connected");
         self.connections.borrow_mut().insert(id, conn.clone());
@@ -109,6 +124,8 @@ impl Core {
     /// Drops a connection whose reader has ended.
     pub fn forget(&self, conn: &Connection) {
         tracing::debug!(core = self.id(), conn = conn.id, "disconnected");
+        let reason = conn.close_reason().unwrap_or(CloseReason::PeerClosed);
+        self.metrics.closed(conn.transport(), reason);
         self.connections.borrow_mut().remove(&conn.id);
         self.connection_gone.notify_waiters();
     }
@@ -164,7 +181,7 @@ impl Core {
         self.phase.set(Phase::Closing);
         let goodbye = protocol::error(ErrorCode::ServerShutdown, "the server is shutting down");
         for conn in self.connections_snapshot() {
-            conn.finish(goodbye.clone());
+            conn.finish(goodbye.clone(), CloseReason::Shutdown);
         }
     }
 
@@ -211,7 +228,7 @@ pub async fn run(core: Rc<Core>, listener: TcpListener, inbox: Inbox<ShardMsg>) 
             "drain timeout: closing the rest"
         );
         for conn in stuck {
-            conn.shutdown_now();
+            conn.shutdown_now(CloseReason::Shutdown);
         }
         core.wait_for_connections(tokio::time::Instant::now() + CLOSE_WAIT)
             .await;

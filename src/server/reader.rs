@@ -8,10 +8,11 @@ use std::rc::Rc;
 
 use tokio_uring::buf::BoundedBuf;
 
+use crate::chat::counters::INVALID;
 use crate::chat::protocol::{self, ErrorCode};
 use crate::chat::session::{self, Session};
 use crate::net::codec::{Event, FrameDecoder};
-use crate::net::Connection;
+use crate::net::{CloseReason, Connection};
 use crate::server::core::Core;
 
 /// The reader task: reads, splits frames, hands them to the session, and cleans up at the end.
@@ -36,6 +37,8 @@ pub async fn serve(core: Rc<Core>, conn: Rc<Connection>) {
         };
         let filled = read == capacity - len;
         conn.heard();
+        let bytes_in = core.sockets.counters.bytes_in.get(conn.transport());
+        bytes_in.add(read as u64);
         if conn.is_closing() || !core.takes_input() {
             // A lingering close or a drain: read to keep the peer's writes from failing, ignore it.
             // A draining server keeps the user logged in, so what it accepted before still reaches
@@ -52,16 +55,18 @@ pub async fn serve(core: Rc<Core>, conn: Rc<Connection>) {
                 Event::Frame(range) => {
                     session::handle_frame(shard, &conn, &mut session, &buf[range])
                 }
-                Event::Invalid => conn.reply(protocol::error(
-                    ErrorCode::InvalidMessage,
-                    "a line that is not one JSON object",
-                )),
+                Event::Invalid => {
+                    shard.counters.received(conn.transport(), INVALID);
+                    let reason = "a line that is not one JSON object";
+                    conn.reply(protocol::error(ErrorCode::InvalidMessage, reason));
+                }
                 Event::TooLarge => {
                     let reason = format!(
                         "frames are limited to {} bytes",
                         core.config.max_frame_bytes
                     );
-                    conn.finish(protocol::error(ErrorCode::FrameTooLarge, &reason));
+                    let frame = protocol::error(ErrorCode::FrameTooLarge, &reason);
+                    conn.finish(frame, CloseReason::FrameTooLarge);
                 }
             }
             if conn.is_closing() {
