@@ -9,6 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::ws::WsClient;
 use common::{chat, eventually, Client, TestServer, READ_TIMEOUT};
 
 /// One request: the head and the body of the answer.
@@ -366,4 +367,47 @@ fn promtool_accepts_a_real_scrape() {
         String::from_utf8_lossy(&outcome.stdout),
         String::from_utf8_lossy(&outcome.stderr)
     );
+}
+
+/// WebSocket clients are counted under `transport="ws"`: connections open, frames each way by
+/// kind, bytes in, and the close by its reason.
+#[test]
+fn websocket_traffic_is_counted_under_its_transport() {
+    let server = quiet_server(|_| {});
+    let http = server.http.unwrap();
+    let mut web = WsClient::login(http, "web");
+    let mut tcp = server.login("tcp");
+    web.send(&chat("from the browser"));
+    assert_eq!(tcp.next_reply()["content"], "from the browser");
+    tcp.send(&chat("to the browser"));
+    assert_eq!(web.next_reply()["content"], "to the browser");
+    let scrape = Scrape::from(http);
+    let ws = |series: &str| scrape.get(series);
+    let open_ws: f64 = (scrape.0.iter())
+        .filter(|(series, _)| series.starts_with("uring_chat_connections{transport=\"ws\""))
+        .map(|(_, value)| value)
+        .sum();
+    assert_eq!(open_ws, 1.0);
+    assert_eq!(scrape.open(), 1.0, "the TCP client");
+    assert_eq!(
+        ws("uring_chat_frames_received_total{transport=\"ws\",kind=\"connect\"}"),
+        1.0
+    );
+    assert_eq!(
+        ws("uring_chat_frames_received_total{transport=\"ws\",kind=\"chat\"}"),
+        1.0
+    );
+    assert_eq!(
+        ws("uring_chat_frames_sent_total{transport=\"ws\",kind=\"chat\"}"),
+        1.0
+    );
+    assert_eq!(
+        ws("uring_chat_frames_sent_total{transport=\"ws\",kind=\"connect_response\"}"),
+        1.0
+    );
+    assert!(ws("uring_chat_bytes_received_total{transport=\"ws\"}") > 0.0);
+    web.close(tungstenite::protocol::frame::coding::CloseCode::Normal);
+    eventually("the WebSocket close is counted", || {
+        Scrape::from(http).closed("disconnect") == 1.0
+    });
 }
