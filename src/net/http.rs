@@ -70,8 +70,26 @@ pub fn response(
     body: &str,
     head_only: bool,
 ) -> Vec<u8> {
+    typed_response(
+        status,
+        ("text/plain; charset=utf-8", "no-store"),
+        extra_headers,
+        body.as_bytes(),
+        head_only,
+    )
+}
+
+/// A complete response that closes the connection, with a body of any `Content-Type` and the
+/// given `Cache-Control`: `(content_type, cache_control)`.
+pub fn typed_response(
+    status: u16,
+    (content_type, cache_control): (&str, &str),
+    extra_headers: &[(&str, &str)],
+    body: &[u8],
+    head_only: bool,
+) -> Vec<u8> {
     let mut out = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n",
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: {cache_control}\r\n",
         reason(status),
         body.len()
     );
@@ -79,10 +97,11 @@ pub fn response(
         out.push_str(&format!("{name}: {value}\r\n"));
     }
     out.push_str("\r\n");
+    let mut out = out.into_bytes();
     if !head_only {
-        out.push_str(body);
+        out.extend_from_slice(body);
     }
-    out.into_bytes()
+    out
 }
 
 fn reason(status: u16) -> &'static str {

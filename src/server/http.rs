@@ -1,4 +1,5 @@
-//! The HTTP port of one core: `/healthz` and `/readyz` for load balancers and orchestrators.
+//! The HTTP port of one core: `/healthz` and `/readyz` for load balancers and orchestrators, and
+//! the web chat page (`server/web.rs`).
 //!
 //! Every core listens on the port through `SO_REUSEPORT` and serves it on its own runtime, as it
 //! does the chat port: no second runtime, no thread pool. A connection carries one request and is
@@ -20,6 +21,7 @@ use crate::config::MAX_HTTP_HEAD_BYTES;
 use crate::net::guards::Admission;
 use crate::net::http::{parse_head, response, Parsed, RequestHead};
 use crate::server::core::{accept_until, Core};
+use crate::server::web;
 
 /// First read buffer of a request; it doubles up to `MAX_HTTP_HEAD_BYTES` for longer heads.
 const FIRST_READ_BYTES: usize = 1024;
@@ -139,16 +141,22 @@ async fn read_head(stream: &TcpStream) -> Option<Parsed> {
 /// The answer to a parsed request: GET (or HEAD) of a known path, 405 for other methods there,
 /// 404 elsewhere.
 fn route(core: &Core, head: &RequestHead) -> Vec<u8> {
+    let page = web::asset(&head.path);
     let (status, body) = match head.path.as_str() {
         "/healthz" => (200, "ok\n"),
         "/readyz" if core.takes_input() => (200, "ready\n"),
         "/readyz" => (503, "draining\n"),
+        _ if page.is_some() => (200, ""),
         _ => return response(404, &[], "not found\n", false),
     };
-    match head.method.as_str() {
-        "GET" => response(status, &[], body, false),
-        "HEAD" => response(status, &[], body, true),
-        _ => response(405, &[("Allow", "GET, HEAD")], "use GET\n", false),
+    let head_only = match head.method.as_str() {
+        "GET" => false,
+        "HEAD" => true,
+        _ => return response(405, &[("Allow", "GET, HEAD")], "use GET\n", false),
+    };
+    match page {
+        Some(asset) => web::answer(asset, head_only),
+        None => response(status, &[], body, head_only),
     }
 }
 

@@ -4,9 +4,10 @@
 //!   it returns is what tests drive (port 0, then `local_addr`). [`run`] is what the binary does:
 //!   start, wait for SIGINT or SIGTERM, drain, and exit.
 //! - [`core`]: one core's listener, connections, inbox loop and drain.
-//! - [`http`]: one core's share of the HTTP port: `/healthz` and `/readyz`.
+//! - [`http`]: one core's share of the HTTP port: `/healthz`, `/readyz` and the web page.
 //! - [`reader`]: the task per connection that reads, frames, and hands frames to its session.
 //! - [`sweeper`]: login timeout and keepalive.
+//! - [`web`]: the web chat page's files, embedded in the binary.
 //! - [`startup`]: the checks that turn a missing io_uring, a busy port or a low fd limit into advice.
 
 pub mod core;
@@ -14,6 +15,7 @@ pub mod http;
 pub mod reader;
 pub mod startup;
 pub mod sweeper;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
