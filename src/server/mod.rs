@@ -4,7 +4,9 @@
 //!   it returns is what tests drive (port 0, then `local_addr`). [`run`] is what the binary does:
 //!   start, wait for SIGINT or SIGTERM, drain, and exit.
 //! - [`core`]: one core's listener, connections, inbox loop and drain.
-//! - [`http`]: one core's share of the HTTP port: `/healthz`, `/readyz` and the web page.
+//! - [`http`]: one core's share of the HTTP port: `/healthz`, `/readyz`, the `/ws` upgrade and
+//!   the web page.
+//! - [`websocket`]: a WebSocket client becomes a connection and session like any other.
 //! - [`reader`]: the task per connection that reads, frames, and hands frames to its session.
 //! - [`sweeper`]: login timeout and keepalive.
 //! - [`web`]: the web chat page's files, embedded in the binary.
@@ -16,6 +18,7 @@ pub mod reader;
 pub mod startup;
 pub mod sweeper;
 pub mod web;
+pub mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
