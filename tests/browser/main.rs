@@ -299,7 +299,23 @@ fn two_browsers_and_a_tcp_client_chat_in_the_lobby_a_room_and_directly() {
     );
     bob.shows("dm:carol", &[(numbers, true, "bob")]);
 
+    // More of the room, with alice looking at it.
     alice.open("room:rust");
+    bob.open("room:rust");
+    let lunch = "Sure. Is that the one that parks the writer every 200 µs?";
+    bob.say(lunch);
+    expect_room_message(&mut carol, lunch, 5);
+    let pr = "That's it. Numbers are in the description";
+    carol.post("rust", pr);
+    expect_room_message(&mut carol, pr, 6);
+    let mut so_far = room.to_vec();
+    so_far.extend([
+        (review, true, "alice"),
+        (lunch, false, "bob"),
+        (pr, false, "carol"),
+    ]);
+    alice.shows("room:rust", &so_far);
+
     let alice_id = user_id(&mut carol, "alice");
     let svg = "Sending you the flamegraph SVG, it's too big for the room";
     carol.send(&json!({"type": "chat", "recipientID": alice_id, "content": svg}).to_string());
@@ -315,14 +331,17 @@ fn two_browsers_and_a_tcp_client_chat_in_the_lobby_a_room_and_directly() {
     // A dropped connection: bob sends a frame over the server's limit and is cut off; the page
     // logs in again and rejoins #rust with `since`, and what carol posted once bob was gone shows
     // exactly once, in order, with no gap notice.
-    bob.open("room:rust");
     bob.say(&"x".repeat(FRAME_LIMIT + 100));
     wait_until_left(&mut carol, "rust", "bob");
     let away = "Posted while bob's page was reconnecting";
     carol.post("rust", away);
-    expect_room_message(&mut carol, away, 5);
+    expect_room_message(&mut carol, away, 7);
     let mut caught_up = with_review.to_vec();
-    caught_up.push((away, false, "carol"));
+    caught_up.extend([
+        (lunch, true, "bob"),
+        (pr, false, "carol"),
+        (away, false, "carol"),
+    ]);
     let seen = bob.shows("room:rust", &caught_up);
     assert_eq!(
         seen["notices"],
@@ -357,9 +376,8 @@ fn two_browsers_and_a_tcp_client_chat_in_the_lobby_a_room_and_directly() {
         .wait_for("the drawer closed on a pick", sidebar, |r| {
             r[1].as_f64() <= Some(0.0)
         });
-    let mut everything = room.to_vec();
-    everything.extend([(review, true, "alice"), (away, false, "carol")]);
-    alice.shows("room:rust", &everything);
+    so_far.push((away, false, "carol"));
+    alice.shows("room:rust", &so_far);
 }
 
 /// Reads `client`'s frames until a presence frame of `room` says `name` left.
