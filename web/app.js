@@ -28,7 +28,10 @@ const view = new View({
     redraw();
     $("composer-input").focus();
   },
-  join: (room) => act(chat.join(room)),
+  join: (room) => {
+    closeDrawers();
+    act(chat.join(room));
+  },
   leave: (room) => act(chat.leave(room)),
 });
 
@@ -88,7 +91,7 @@ function onLoginReply(frame) {
     const code = String(frame.code ?? "");
     if (chat.me !== null && code === "NAME_TAKEN") {
       // Our previous connection still holds the name until the server notices it is gone.
-      view.status("connecting", `Waiting for the server to release the name ${name}…`);
+      closeNotice = `The server still holds ${name} for the old connection.`;
       connection.retryLater();
     } else if (chat.me === null) {
       connection.stop();
@@ -137,7 +140,8 @@ function onFrame(frame) {
 }
 
 function serverSays(frame) {
-  return frame.code === "SERVER_SHUTDOWN" ? "The server is restarting." : `Disconnected: ${String(frame.content ?? frame.code)}.`;
+  if (frame.code === "SERVER_SHUTDOWN") return "The server is restarting.";
+  return `Disconnected: ${String(frame.content ?? frame.code)}.`;
 }
 
 // ---- the forms ----

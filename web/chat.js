@@ -144,7 +144,10 @@ export class Chat {
     this.userPage = 0;
     const out = this.usersPage({ offset: 0, userList: content.userList, userCount: content.userCount });
     if (!firstTime && this.wasOffline) {
-      this.notice(this.convs.get(LOBBY), "Reconnected. Lobby and direct messages sent while you were offline are not replayed.");
+      this.notice(
+        this.convs.get(LOBBY),
+        "Reconnected. Lobby and direct messages sent while you were offline are not replayed.",
+      );
     }
     this.wasOffline = false;
     for (const conv of this.convs.values()) {
@@ -221,13 +224,20 @@ export class Chat {
 
   roomList(frame) {
     const content = parseContent(frame);
-    this.roomDirectory = (content.rooms ?? []).map((r) => ({ room: String(r.room), memberCount: Number(r.memberCount) || 0 }));
+    this.roomDirectory = (content.rooms ?? []).map((r) => ({
+      room: String(r.room),
+      memberCount: Number(r.memberCount) || 0,
+    }));
     this.mark("sidebar");
   }
 
   chat(frame) {
     const own = this.me !== null && frame.senderID === this.me.userID;
-    const message = { author: String(frame.username ?? ""), authorID: String(frame.senderID ?? ""), text: String(frame.content ?? "") };
+    const message = {
+      author: String(frame.username ?? ""),
+      authorID: String(frame.senderID ?? ""),
+      text: String(frame.content ?? ""),
+    };
     if (frame.room) {
       const conv = this.convs.get(roomKey(frame.room));
       if (!conv) return;

@@ -35,12 +35,14 @@ export class Connection {
     if (this.socket === null) this.open();
   }
 
-  /** Closes for good (until the next start). */
+  /** Closes for good (until the next start), at once: the old socket's close is not reported. */
   stop() {
     this.wanted = false;
     clearTimeout(this.timer);
     this.timer = null;
-    if (this.socket !== null) this.socket.close(1000);
+    const socket = this.socket;
+    this.socket = null;
+    if (socket !== null) socket.close(1000);
   }
 
   /** Closes this socket and lets the backoff open another (a name still held by our old one). */

@@ -113,7 +113,8 @@ export class View {
           button.className = "directory-room";
           button.dataset.test = "directory-room";
           button.title = `Join ${r.room}`;
-          button.replaceChildren(el("span", "hash", "#"), el("span", "name", r.room), el("span", "count", String(r.memberCount)));
+          const count = el("span", "count", String(r.memberCount));
+          button.replaceChildren(el("span", "hash", "#"), el("span", "name", r.room), count);
         },
       })),
     );
@@ -172,13 +173,22 @@ export class View {
   header(chat) {
     const conv = chat.conv;
     $("conv-title").textContent = conv.kind === "room" ? `# ${conv.title}` : conv.title;
+    const count = (n, one, many) => `${n} ${n === 1 ? one : many}`;
     let sub;
-    if (conv.kind === "lobby") sub = `Everyone online · ${chat.userCount} ${chat.userCount === 1 ? "person" : "people"}`;
-    else if (conv.kind === "room") sub = conv.joined ? `${conv.memberCount} ${conv.memberCount === 1 ? "member" : "members"}` : "joining…";
-    else sub = chat.isOnline(conv.title) ? "Direct message · online" : "Direct message · offline";
+    let placeholder;
+    if (conv.kind === "lobby") {
+      sub = `Everyone online · ${count(chat.userCount, "person", "people")}`;
+      placeholder = "Message everyone";
+    } else if (conv.kind === "room") {
+      sub = conv.joined ? count(conv.memberCount, "member", "members") : "joining…";
+      placeholder = `Message #${conv.title}`;
+    } else {
+      sub = `Direct message · ${chat.isOnline(conv.title) ? "online" : "offline"}`;
+      placeholder = `Message ${conv.title}`;
+    }
     $("conv-sub").textContent = sub;
+    $("composer-input").placeholder = placeholder;
     $("leave-room").hidden = conv.kind !== "room";
-    $("composer-input").placeholder = conv.kind === "room" ? `Message #${conv.title}` : conv.kind === "dm" ? `Message ${conv.title}` : "Message everyone";
   }
 
   members(chat) {
@@ -231,8 +241,9 @@ export class View {
     }
     list.replaceChildren(...nodes);
     if (nodes.length === 0) {
-      const empty = el("li", "empty", chat.conv.kind === "dm" ? `This is the start of your conversation with ${chat.conv.title}.` : "No messages yet. Say hello!");
-      list.append(empty);
+      const dm = chat.conv.kind === "dm";
+      const text = dm ? `This is the start of your conversation with ${chat.conv.title}.` : "No messages yet. Say hello!";
+      list.append(el("li", "empty", text));
     }
     list.scrollTop = list.scrollHeight;
     this.shown = chat.current;
