@@ -138,7 +138,7 @@ fn protocol_errors_close_with_the_rfc_6455_codes() {
 
     // An unmasked client frame: 1002.
     let mut raw = WsClient::connect(http);
-    let stream = raw.socket.get_mut();
+    let stream = &mut raw.socket.get_mut().0;
     stream.write_all(&[0x81, 0x02, b'{', b'}']).unwrap();
     assert_eq!(raw.expect_closed().code, Some(1002));
 
@@ -244,6 +244,7 @@ fn the_server_pings_idle_websocket_clients_and_keeps_those_that_answer() {
     client
         .socket
         .get_ref()
+        .0
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_millis(1500);
@@ -271,6 +272,7 @@ fn the_server_pings_idle_websocket_clients_and_keeps_those_that_answer() {
     client
         .socket
         .get_ref()
+        .0
         .set_read_timeout(Some(READ_TIMEOUT))
         .unwrap();
     client.send(r#"{"type":"ping","content":"alive"}"#);

@@ -65,46 +65,36 @@ pub fn parse_head(buf: &[u8], max_head_bytes: usize) -> Parsed {
     }
 }
 
-/// A complete response that closes the connection: status line, the given headers, a plain-text
-/// body (none for HEAD requests, whose `Content-Length` still says what GET would send).
+/// A complete response that closes the connection: status line, the given headers, a body (none
+/// for HEAD requests, whose `Content-Length` still says what GET would send). The body is plain
+/// text and not to be stored unless `extra_headers` names another `Content-Type` or
+/// `Cache-Control`.
 pub fn response(
     status: u16,
     extra_headers: &[(&str, &str)],
     body: &str,
     head_only: bool,
 ) -> Vec<u8> {
-    typed_response(
-        status,
-        ("text/plain; charset=utf-8", "no-store"),
-        extra_headers,
-        body.as_bytes(),
-        head_only,
-    )
-}
-
-/// A complete response that closes the connection, with a body of any `Content-Type` and the
-/// given `Cache-Control`: `(content_type, cache_control)`.
-pub fn typed_response(
-    status: u16,
-    (content_type, cache_control): (&str, &str),
-    extra_headers: &[(&str, &str)],
-    body: &[u8],
-    head_only: bool,
-) -> Vec<u8> {
+    const DEFAULTS: [&str; 2] = ["Content-Type", "Cache-Control"];
+    let is_default = |name: &str| DEFAULTS.iter().any(|d| name.eq_ignore_ascii_case(d));
+    let given =
+        |wanted: &str| (extra_headers.iter()).find(|(name, _)| name.eq_ignore_ascii_case(wanted));
+    let content_type =
+        given("Content-Type").map_or("text/plain; charset=utf-8", |(_, value)| value);
+    let cache_control = given("Cache-Control").map_or("no-store", |(_, value)| value);
     let mut out = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: {cache_control}\r\n",
         reason(status),
         body.len()
     );
-    for (name, value) in extra_headers {
+    for (name, value) in extra_headers.iter().filter(|(name, _)| !is_default(name)) {
         out.push_str(&format!("{name}: {value}\r\n"));
     }
     out.push_str("\r\n");
-    let mut out = out.into_bytes();
     if !head_only {
-        out.extend_from_slice(body);
+        out.push_str(body);
     }
-    out
+    out.into_bytes()
 }
 
 fn reason(status: u16) -> &'static str {
@@ -176,6 +166,10 @@ mod tests {
             text,
             "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 3\r\nConnection: close\r\nCache-Control: no-store\r\nAllow: GET, HEAD\r\n\r\nno\n"
         );
+        let typed = response(200, &[("content-type", "text/x")], "", false);
+        assert!(String::from_utf8(typed)
+            .unwrap()
+            .starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/x\r\nContent-Length: 0\r\n"));
         assert!(String::from_utf8(response(200, &[], "ok\n", true))
             .unwrap()
             .ends_with(

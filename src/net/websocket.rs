@@ -135,10 +135,10 @@ impl WebSocketReader {
                 }
                 Err(Error::Io(error)) if error.kind() == io::ErrorKind::WouldBlock => return None,
                 Err(Error::Capacity(error)) => {
-                    Inbound::Failed(CloseReason::TooBig, error.to_string())
+                    Inbound::Failed(CloseReason::FrameTooLarge, error.to_string())
                 }
                 Err(Error::Utf8(_)) => {
-                    Inbound::Failed(CloseReason::InvalidData, "text is not UTF-8".into())
+                    Inbound::Failed(CloseReason::InvalidUtf8, "text is not UTF-8".into())
                 }
                 Err(error) => Inbound::Failed(CloseReason::Protocol, error.to_string()),
             };
@@ -313,9 +313,9 @@ mod tests {
         let bad_utf8 = client_frame(b"\xff", OpCode::Data(Data::Text), true, [1; 4]);
         let stray_continuation = client_frame(b"x", OpCode::Data(Data::Continue), true, [1; 4]);
         for (wire, reason) in [
-            (&too_big[..], CloseReason::TooBig),
+            (&too_big[..], CloseReason::FrameTooLarge),
             (&unmasked[..], CloseReason::Protocol),
-            (&bad_utf8[..], CloseReason::InvalidData),
+            (&bad_utf8[..], CloseReason::InvalidUtf8),
             (&stray_continuation[..], CloseReason::Protocol),
         ] {
             let mut reader = WebSocketReader::new(1024, 64);
@@ -356,7 +356,7 @@ mod tests {
         let long = text_frame(&[b' '; 300]);
         assert_eq!(&long[..4], &[0x81, 126, 0x01, 0x2c]);
         assert_eq!(
-            &close_frame(CloseReason::TooBig, "")[..],
+            &close_frame(CloseReason::FrameTooLarge, "")[..],
             &[0x88, 0x02, 0x03, 0xf1]
         );
         assert_eq!(&ping_frame()[..], &[0x89, 0x00]);

@@ -2,10 +2,10 @@
 //! modules, no build step, nothing fetched from elsewhere), served by every core's HTTP port. The
 //! page speaks the protocol of docs/PROTOCOL.md over the WebSocket at `/ws` of the same port.
 
-use crate::net::http::typed_response;
+use crate::net::http::response;
 
-/// One embedded file: its `Content-Type` and its bytes.
-pub type Asset = (&'static str, &'static [u8]);
+/// One embedded file: its `Content-Type` and its text.
+pub type Asset = (&'static str, &'static str);
 
 const HTML: &str = "text/html; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
@@ -13,24 +13,22 @@ const JS: &str = "text/javascript; charset=utf-8";
 
 /// The page's files by path. `index.html` is also `/`.
 const ASSETS: &[(&str, Asset)] = &[
-    (
-        "/index.html",
-        (HTML, include_bytes!("../../web/index.html")),
-    ),
-    ("/style.css", (CSS, include_bytes!("../../web/style.css"))),
-    ("/app.js", (JS, include_bytes!("../../web/app.js"))),
-    ("/chat.js", (JS, include_bytes!("../../web/chat.js"))),
+    ("/index.html", (HTML, include_str!("../../web/index.html"))),
+    ("/style.css", (CSS, include_str!("../../web/style.css"))),
+    ("/app.js", (JS, include_str!("../../web/app.js"))),
+    ("/chat.js", (JS, include_str!("../../web/chat.js"))),
     (
         "/connection.js",
-        (JS, include_bytes!("../../web/connection.js")),
+        (JS, include_str!("../../web/connection.js")),
     ),
-    ("/view.js", (JS, include_bytes!("../../web/view.js"))),
+    ("/view.js", (JS, include_str!("../../web/view.js"))),
 ];
 
-/// Headers on every file: the browser revalidates instead of keeping a stale page after an
-/// upgrade, scripts come only from this origin (user text never becomes markup, and this is the
-/// second fence), and nothing sniffs a type other than the one given.
-const HEADERS: &[(&str, &str)] = &[
+/// Headers on every file besides its type: the browser revalidates instead of keeping a stale
+/// page after an upgrade, scripts come only from this origin (user text never becomes markup, and
+/// this is the second fence), and nothing sniffs a type other than the one given.
+const HEADERS: [(&str, &str); 4] = [
+    ("Cache-Control", "no-cache"),
     (
         "Content-Security-Policy",
         "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
@@ -49,7 +47,9 @@ pub fn asset(path: &str) -> Option<Asset> {
 
 /// The whole response to a GET (or, without the body, a HEAD) of an asset.
 pub fn answer((content_type, body): Asset, head_only: bool) -> Vec<u8> {
-    typed_response(200, (content_type, "no-cache"), HEADERS, body, head_only)
+    let mut headers = vec![("Content-Type", content_type)];
+    headers.extend(HEADERS);
+    response(200, &headers, body, head_only)
 }
 
 #[cfg(test)]
@@ -66,8 +66,7 @@ mod tests {
             if *content_type != JS {
                 continue;
             }
-            let text = std::str::from_utf8(body).unwrap();
-            for import in text.split("from \"./").skip(1) {
+            for import in body.split("from \"./").skip(1) {
                 wanted.push(format!("/{}", import.split('"').next().unwrap()));
             }
         }
