@@ -67,23 +67,27 @@ pub fn parse_head(buf: &[u8], max_head_bytes: usize) -> Parsed {
 
 /// A complete response that closes the connection: status line, the given headers, a body (none
 /// for HEAD requests, whose `Content-Length` still says what GET would send). The body is plain
-/// text unless `extra_headers` names another `Content-Type`.
+/// text and not to be stored unless `extra_headers` names another `Content-Type` or
+/// `Cache-Control`.
 pub fn response(
     status: u16,
     extra_headers: &[(&str, &str)],
     body: &str,
     head_only: bool,
 ) -> Vec<u8> {
-    let is_type = |name: &str| name.eq_ignore_ascii_case("Content-Type");
-    let content_type = (extra_headers.iter())
-        .find(|(name, _)| is_type(name))
-        .map_or("text/plain; charset=utf-8", |(_, value)| value);
+    const DEFAULTS: [&str; 2] = ["Content-Type", "Cache-Control"];
+    let is_default = |name: &str| DEFAULTS.iter().any(|d| name.eq_ignore_ascii_case(d));
+    let given =
+        |wanted: &str| (extra_headers.iter()).find(|(name, _)| name.eq_ignore_ascii_case(wanted));
+    let content_type =
+        given("Content-Type").map_or("text/plain; charset=utf-8", |(_, value)| value);
+    let cache_control = given("Cache-Control").map_or("no-store", |(_, value)| value);
     let mut out = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n",
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: {cache_control}\r\n",
         reason(status),
         body.len()
     );
-    for (name, value) in extra_headers.iter().filter(|(name, _)| !is_type(name)) {
+    for (name, value) in extra_headers.iter().filter(|(name, _)| !is_default(name)) {
         out.push_str(&format!("{name}: {value}\r\n"));
     }
     out.push_str("\r\n");

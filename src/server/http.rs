@@ -1,7 +1,7 @@
-//! The HTTP port of one core: `/healthz` and `/readyz` for load balancers and orchestrators, and
-//! `/ws`, where a WebSocket client upgrades and becomes a chat connection of this core, and
-//! `/metrics` for Prometheus, unless `--metrics-port` gives it a port of its own (served by the same
-//! code, answering `/metrics` alone).
+//! The HTTP port of one core: `/healthz` and `/readyz` for load balancers and orchestrators,
+//! `/ws`, where a WebSocket client upgrades and becomes a chat connection of this core, the web
+//! chat page that speaks to it (`server/web.rs`), and `/metrics` for Prometheus, unless
+//! `--metrics-port` gives it a port of its own (served by the same code, answering `/metrics` alone).
 //!
 //! Every core listens on the port through `SO_REUSEPORT` and serves it on its own runtime, as it
 //! does the chat port: no second runtime, no thread pool. A connection carries one request and is
@@ -25,6 +25,7 @@ use crate::net::guards::Admission;
 use crate::net::http::{parse_head, response, Parsed, RequestHead};
 use crate::net::websocket as handshake;
 use crate::server::core::{accept_until, Core};
+use crate::server::web;
 use crate::server::websocket;
 
 /// First read buffer of a request; it doubles up to `MAX_HTTP_HEAD_BYTES` for longer heads.
@@ -36,7 +37,7 @@ const LINGER_READ_BYTES: usize = 1024;
 /// The paths a port answers; the others get 404.
 #[derive(Clone, Copy, Debug)]
 pub struct Routes {
-    /// `/healthz`, `/readyz` and `/ws`: what the public HTTP port serves.
+    /// `/healthz`, `/readyz`, `/ws` and the web page: what the public HTTP port serves.
     pub health: bool,
     pub metrics: bool,
 }
@@ -192,10 +193,11 @@ async fn read_head(stream: &TcpStream) -> Option<(Parsed, Vec<u8>)> {
 /// methods there, 404 elsewhere.
 fn route(core: &Core, head: &RequestHead, routes: Routes) -> Vec<u8> {
     let path = head.path.as_str();
+    let page = web::asset(path).filter(|_| routes.health);
     let served = match path {
         "/healthz" | "/readyz" => routes.health,
         "/metrics" => routes.metrics,
-        _ => false,
+        _ => page.is_some(),
     };
     if !served {
         return response(404, &[], "not found\n", false);
@@ -205,6 +207,9 @@ fn route(core: &Core, head: &RequestHead, routes: Routes) -> Vec<u8> {
         "HEAD" => true,
         _ => return response(405, &[("Allow", "GET, HEAD")], "use GET\n", false),
     };
+    if let Some(asset) = page {
+        return web::answer(asset, head_only);
+    }
     match path {
         "/healthz" => response(200, &[], "ok\n", head_only),
         "/readyz" if core.takes_input() => response(200, &[], "ready\n", head_only),

@@ -5,10 +5,11 @@
 //!   start, wait for SIGINT or SIGTERM, drain, and exit.
 //! - [`core`]: one core's listener, connections, inbox loop and drain.
 //! - [`http`]: one core's share of the HTTP port (`/healthz`, `/readyz`, `/metrics`, the `/ws`
-//!   upgrade) and of the metrics port.
+//!   upgrade, the web page) and of the metrics port.
 //! - [`websocket`]: a WebSocket client becomes a connection and session like any other.
 //! - [`reader`]: the task per connection that reads, frames, and hands frames to its session.
 //! - [`sweeper`]: login timeout and keepalive.
+//! - [`web`]: the web chat page's files, embedded in the binary.
 //! - [`startup`]: the checks that turn a missing io_uring, a busy port or a low fd limit into advice.
 
 pub mod core;
@@ -16,6 +17,7 @@ pub mod http;
 pub mod reader;
 pub mod startup;
 pub mod sweeper;
+pub mod web;
 pub mod websocket;
 
 use std::net::SocketAddr;
