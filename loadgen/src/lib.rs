@@ -25,6 +25,7 @@ pub mod stamp;
 pub mod stats;
 mod summary;
 pub mod worker;
+pub mod ws;
 
 pub use options::{Cli, Command, Options, Pattern, PlotOptions, Protocol};
 pub use report::Report;
