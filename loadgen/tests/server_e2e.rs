@@ -2,7 +2,8 @@
 //! 50 clients, 2 server cores, 50 msg/s for 1 s, broadcast and direct; the report's figures must
 //! add up exactly and its JSON must match the schema. Then rooms (protocol v1.1): the same clients
 //! in 10 rooms of 10, and in one room of all 50. Then the same broadcast and direct runs, and mixed
-//! traffic with churn, over WebSocket (`--transport ws` to `/ws` on the server's HTTP port).
+//! traffic with churn, over WebSocket (`--transport ws` to `/ws` on the server's HTTP port), and
+//! idle WebSocket clients that stay connected only by answering the server's pings.
 
 mod common;
 
@@ -251,6 +252,31 @@ fn loadgen_mixed_with_churn_over_websocket() {
     common::assert_kinds_whole(&r, true);
     let c = r.churn.as_ref().expect("churn section");
     assert!(c.cycles >= 5 && c.failed == 0, "{}", r.text());
+    assert!(r.server_errors.is_empty(), "{:?}", r.server_errors);
+
+    server.shutdown();
+    server.join().expect("server cores exit cleanly");
+}
+
+#[test]
+fn idle_websocket_clients_answer_the_servers_pings() {
+    // The server pings a connection silent for 500 ms and closes it after 1.5 s without an answer.
+    // (Much shorter intervals keep some ping always in flight, and loadgen's settle phase, which
+    // waits for 300 ms without a byte after the logins, would wait its 10 s out.)
+    let server = start_server(|c| {
+        c.http_port = Some(0);
+        c.ping_interval = std::time::Duration::from_millis(500);
+    });
+    let port = server.http_addr().expect("the HTTP port is on").port();
+
+    // 2 msg/s for 3 s: the 49 receivers never send, so only their pongs keep them connected.
+    let r = run(
+        port,
+        &["--transport", "ws", "--rate", "2", "--duration", "3s"],
+    );
+    assert_eq!(r.deliveries_expected, 6 * 49, "{}", r.text());
+    assert_eq!(r.received, r.deliveries_expected, "{}", r.text());
+    assert_eq!(r.clients_disconnected, 0, "{}", r.text());
     assert!(r.server_errors.is_empty(), "{:?}", r.server_errors);
 
     server.shutdown();
