@@ -14,7 +14,7 @@ use crate::chat::rooms::RoomName;
 use crate::chat::shard::{self, Shard};
 use crate::chat::user_id::UserId;
 use crate::net::guards::Verdict;
-use crate::net::Connection;
+use crate::net::{CloseReason, Connection};
 
 /// A logged-in user.
 #[derive(Debug)]
@@ -53,7 +53,10 @@ pub fn handle_frame(
         }
         Verdict::Disconnect => {
             let reason = "you kept flooding after being rate limited";
-            return conn.finish(protocol::error(ErrorCode::RateLimited, reason));
+            return conn.finish(
+                protocol::error(ErrorCode::RateLimited, reason),
+                CloseReason::Policy,
+            );
         }
     }
     let request = match protocol::parse_request(frame) {
@@ -185,7 +188,7 @@ fn disconnect(shard: &Shard, conn: &Rc<Connection>, session: &mut Option<Session
     let user = session.as_ref().map(|s| (s.user_id, s.username.as_ref()));
     let reply = protocol::disconnect_response(user);
     logout(shard, conn, session);
-    conn.finish(reply);
+    conn.finish(reply, CloseReason::Normal);
 }
 
 /// Logs the connection's user out, if it has one: frees the name and announces the leave.

@@ -28,6 +28,10 @@ pub struct Config {
     /// The HTTP port (`/healthz`, `/readyz`) on the same host; `None` is off.
     pub http_port: Option<u16>,
     pub cores: usize,
+    /// `/ws` echoes each message instead of reading it as a protocol frame (conformance tests).
+    pub ws_echo: bool,
+    /// Origins a browser page may open `/ws` from; empty allows any.
+    pub ws_allowed_origins: Vec<String>,
     pub max_frame_bytes: usize,
     pub max_outbound_bytes: usize,
     pub listen_backlog: u32,
@@ -63,6 +67,8 @@ impl Default for Config {
             port: 8080,
             http_port: Some(DEFAULT_HTTP_PORT),
             cores: available_cpus(),
+            ws_echo: false,
+            ws_allowed_origins: Vec::new(),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_outbound_bytes: DEFAULT_MAX_OUTBOUND_BYTES,
             listen_backlog: DEFAULT_LISTEN_BACKLOG,
@@ -121,7 +127,13 @@ struct Cli {
     /// Worker threads, one pinned per CPU, each with its own ring and listener [default: CPUs available].
     #[arg(long, env = "URING_CHAT_CORES")]
     cores: Option<usize>,
-    /// Largest inbound frame in bytes; longer ones get FRAME_TOO_LARGE and a close.
+    /// `/ws` echoes each message back instead of reading it as a frame (for the Autobahn suite).
+    #[arg(long, env = "URING_CHAT_WS_ECHO")]
+    ws_echo: bool,
+    /// Origins (e.g. https://chat.example.com) whose pages may open /ws, comma-separated [default: any].
+    #[arg(long, env = "URING_CHAT_WS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    ws_allowed_origins: Vec<String>,
+    /// Largest inbound frame in bytes (a WebSocket message too); longer ones get FRAME_TOO_LARGE and a close.
     #[arg(long, env = "URING_CHAT_MAX_FRAME_BYTES", default_value_t = DEFAULT_MAX_FRAME_BYTES)]
     max_frame_bytes: usize,
     /// Bytes a client may owe before it is cut off as a slow consumer.
@@ -236,6 +248,8 @@ impl Config {
             port,
             http_port: cli.http_port.0,
             cores: cli.cores.unwrap_or_else(available_cpus),
+            ws_echo: cli.ws_echo,
+            ws_allowed_origins: cli.ws_allowed_origins,
             max_frame_bytes: cli.max_frame_bytes,
             max_outbound_bytes: cli.max_outbound_bytes,
             listen_backlog: cli.listen_backlog,

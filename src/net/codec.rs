@@ -159,6 +159,11 @@ impl FrameDecoder {
         }
     }
 
+    /// The frame limit it was made with.
+    pub fn max_frame(&self) -> usize {
+        self.max_frame as usize
+    }
+
     /// Drops the bytes already decoded from the front of `buf`, keeping a partial frame.
     pub fn discard_consumed(&mut self, buf: &mut Vec<u8>) {
         if self.start == 0 {

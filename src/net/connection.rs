@@ -19,6 +19,8 @@ use tokio_uring::net::TcpStream;
 
 use crate::net::guards::{Admission, TokenBucket, Verdict};
 use crate::net::outbound::{OutFrame, OutQueue, Overflow};
+use crate::net::transport::{CloseReason, Transport};
+use crate::net::websocket;
 use crate::net::writer::Writers;
 
 /// The limits every connection of a server obeys.
@@ -93,6 +95,7 @@ pub(crate) enum WriteState {
 pub struct Connection {
     pub id: u64,
     stream: TcpStream,
+    transport: Transport,
     sockets: Rc<Sockets>,
     out: RefCell<OutQueue>,
     write_state: Cell<WriteState>,
@@ -125,12 +128,14 @@ impl Connection {
         sockets: &Rc<Sockets>,
         id: u64,
         stream: TcpStream,
+        transport: Transport,
         counted_ip: Option<IpAddr>,
     ) -> Rc<Connection> {
         let now = sockets.now_ms();
         Rc::new(Connection {
             id,
             stream,
+            transport,
             out: RefCell::new(OutQueue::default()),
             write_state: Cell::new(WriteState::Idle),
             closing: Cell::new(false),
@@ -143,6 +148,10 @@ impl Connection {
             bucket: Cell::new(TokenBucket::new(sockets.limits.rate_limit_burst, now)),
             sockets: sockets.clone(),
         })
+    }
+
+    pub fn transport(&self) -> Transport {
+        self.transport
     }
 
     pub fn is_identified(&self) -> bool {
@@ -202,13 +211,36 @@ impl Connection {
     /// in the writer: hurrying thousands of connections for one frame would only break up the
     /// batching that carries several broadcasts in one write.
     pub fn send(self: &Rc<Self>, frame: OutFrame) {
-        self.queue(frame, false);
+        self.queue(self.on_wire(frame), false);
     }
 
     /// Sends a frame of its own (a reply, a direct message) that keeps the connection open. If the
     /// connection is waiting for its place in a fan-out pass, its queue goes out early.
     pub fn reply(self: &Rc<Self>, frame: Bytes) {
-        self.queue(OutFrame::new(frame), true);
+        self.queue(self.on_wire(OutFrame::new(frame)), true);
+    }
+
+    /// Sends bytes already in the transport's wire form: the WebSocket upgrade answer, a pong.
+    pub fn send_wire(self: &Rc<Self>, bytes: Bytes) {
+        self.queue(OutFrame::new(bytes), true);
+    }
+
+    /// The keepalive ping of a sweep: `tcp_ping` (a protocol frame) over TCP, a WebSocket ping
+    /// over WebSocket, since browsers answer those by themselves. Like a fan-out, it waits for
+    /// the connection's turn.
+    pub fn ping(self: &Rc<Self>, tcp_ping: OutFrame) {
+        match self.transport {
+            Transport::Tcp => self.queue(tcp_ping, false),
+            Transport::WebSocket => self.queue(OutFrame::new(websocket::ping_frame()), false),
+        }
+    }
+
+    /// A protocol frame as this connection's transport carries it.
+    fn on_wire(&self, frame: OutFrame) -> OutFrame {
+        match self.transport {
+            Transport::Tcp => frame,
+            Transport::WebSocket => frame.websocket(),
+        }
     }
 
     /// Queues a frame. A client that owes more than the bound is cut off as a slow consumer: its
@@ -225,21 +257,42 @@ impl Connection {
             Err(Overflow) => {
                 tracing::debug!(conn = self.id, "slow consumer cut off");
                 self.out.borrow_mut().clear();
-                self.finish(self.sockets.slow_consumer_notice.clone());
+                let notice = self.sockets.slow_consumer_notice.clone();
+                self.finish(notice, CloseReason::Policy);
             }
         }
     }
 
-    /// Queues a last frame past the bound, flushes it and closes: the peer gets the frame and a FIN.
-    /// If the flush has not finished within the drain timeout, the socket is shut down regardless.
-    pub fn finish(self: &Rc<Self>, last: Bytes) {
+    /// Queues a last frame past the bound, flushes it and closes: the peer gets the frame and a FIN
+    /// (over WebSocket, the frame and then a close frame for `reason`). If the flush has not
+    /// finished within the drain timeout, the socket is shut down regardless.
+    pub fn finish(self: &Rc<Self>, last: Bytes, reason: CloseReason) {
+        match self.transport {
+            Transport::Tcp => self.end([OutFrame::new(last)]),
+            Transport::WebSocket => self.end([
+                OutFrame::new(websocket::text_frame(&last)),
+                OutFrame::new(websocket::close_frame(reason, "")),
+            ]),
+        }
+    }
+
+    /// Like [`Connection::finish`], with a last frame already in wire form (a WebSocket close).
+    pub fn finish_wire(self: &Rc<Self>, last: Bytes) {
+        self.end([OutFrame::new(last)]);
+    }
+
+    fn end(self: &Rc<Self>, last: impl IntoIterator<Item = OutFrame>) {
         if self.closing.replace(true) {
             return;
         }
         if self.sockets.stopping.get() {
             self.close_how.set(Shutdown::Both);
         }
-        self.out.borrow_mut().push_unbounded(OutFrame::new(last));
+        let mut out = self.out.borrow_mut();
+        for frame in last {
+            out.push_unbounded(frame);
+        }
+        drop(out);
         self.wake_writer(true);
         let weak: Weak<Connection> = Rc::downgrade(self);
         let grace = self.sockets.limits.drain_timeout;

@@ -14,6 +14,8 @@ pub struct RequestHead {
     /// The path without its query string.
     pub path: String,
     pub headers: Vec<(String, Vec<u8>)>,
+    /// Bytes the head took: what follows belongs to the connection's next protocol (WebSocket).
+    pub length: usize,
 }
 
 impl RequestHead {
@@ -52,6 +54,7 @@ pub fn parse_head(buf: &[u8], max_head_bytes: usize) -> Parsed {
                 headers: (request.headers.iter())
                     .map(|h| (h.name.to_string(), h.value.to_vec()))
                     .collect(),
+                length,
             })
         }
         Ok(httparse::Status::Complete(_)) => Parsed::TooLarge,
@@ -89,9 +92,11 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        426 => "Upgrade Required",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         _ => "Unknown",

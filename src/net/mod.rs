@@ -8,7 +8,9 @@
 //! - [`park`]: the writer's yield in a long pass, which lets the runtime submit io_uring work.
 //! - [`guards`]: per-connection defences: flood control and the connection caps.
 //! - [`http`]: HTTP request heads (parsed with httparse, bounded) and plain responses, sans-IO.
-//! - [`transport`]: TCP or WebSocket: how a connection's frames go on the wire.
+//! - [`transport`]: TCP or WebSocket: how a connection's frames go on the wire, and why it closes.
+//! - [`websocket`]: RFC 6455 sans-IO over tungstenite: the upgrade answer, inbound messages, and
+//!   the server's frames as bytes.
 //!
 //! What a frame means is decided above, in the chat layer; the few frames this layer must send on
 //! its own (the slow-consumer notice) are handed to it ready-made.
@@ -20,7 +22,8 @@ pub mod http;
 pub mod outbound;
 pub mod park;
 pub mod transport;
+pub mod websocket;
 pub mod writer;
 
 pub use connection::{Connection, SocketLimits, Sockets};
-pub use transport::Transport;
+pub use transport::{CloseReason, Transport};

@@ -5,11 +5,14 @@
 //! a lone message still goes out at once. Frames are `Rc<Bytes>`: one frame is shared by all the
 //! recipients on a core with a plain (non-atomic) count, so fan-out costs no atomic per recipient.
 
+use std::cell::OnceCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
 use bytes::Bytes;
 use tokio_uring::buf::IoBuf;
+
+use crate::net::websocket;
 
 /// Frames' worth of queue an empty connection keeps (8 bytes each).
 const KEPT_QUEUE_CAPACITY: usize = 4;
@@ -19,28 +22,45 @@ pub const MAX_IOVECS: usize = 1024;
 
 /// One encoded frame, shared by every recipient on this core.
 #[derive(Clone, Debug)]
-pub struct OutFrame(Rc<Bytes>);
+pub struct OutFrame(Rc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    bytes: Bytes,
+    /// The same frame as a WebSocket text message, made for the first WebSocket recipient on this
+    /// core and shared by the rest.
+    websocket: OnceCell<OutFrame>,
+}
 
 impl OutFrame {
     pub fn new(bytes: Bytes) -> OutFrame {
-        OutFrame(Rc::new(bytes))
+        OutFrame(Rc::new(Shared {
+            bytes,
+            websocket: OnceCell::new(),
+        }))
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.0.bytes.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.bytes.is_empty()
     }
 
     pub fn as_ptr(&self) -> *const u8 {
-        self.0.as_ptr()
+        self.0.bytes.as_ptr()
+    }
+
+    /// This frame (a protocol line) as a WebSocket text message, encoded once per core.
+    pub fn websocket(&self) -> OutFrame {
+        let encode = || OutFrame::new(websocket::text_frame(&self.0.bytes));
+        self.0.websocket.get_or_init(encode).clone()
     }
 
     /// The unwritten rest of a frame after a short write.
     fn tail(&self, from: usize) -> OutFrame {
-        OutFrame::new(self.0.slice(from..))
+        OutFrame::new(self.0.bytes.slice(from..))
     }
 }
 
@@ -48,15 +68,15 @@ impl OutFrame {
 // changes its contents, so the pointer stays valid and stable while the ring owns the frame.
 unsafe impl IoBuf for OutFrame {
     fn stable_ptr(&self) -> *const u8 {
-        self.0.as_ptr()
+        self.0.bytes.as_ptr()
     }
 
     fn bytes_init(&self) -> usize {
-        self.0.len()
+        self.0.bytes.len()
     }
 
     fn bytes_total(&self) -> usize {
-        self.0.len()
+        self.0.bytes.len()
     }
 }
 
@@ -157,7 +177,7 @@ mod tests {
     fn contents(queue: &mut OutQueue) -> Vec<u8> {
         let mut batch = Vec::new();
         queue.take_batch(&mut batch);
-        let bytes = batch.iter().flat_map(|f| f.0.to_vec()).collect();
+        let bytes = batch.iter().flat_map(|f| f.0.bytes.to_vec()).collect();
         queue.complete_batch(&mut batch, queue.owed());
         bytes
     }

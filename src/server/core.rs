@@ -21,7 +21,7 @@ use crate::chat::{Shard, ShardMsg};
 use crate::config::Config;
 use crate::hub::{Inbox, Mail};
 use crate::net::guards::Refusal;
-use crate::net::{Connection, Sockets};
+use crate::net::{CloseReason, Connection, Sockets, Transport};
 use crate::server::{reader, sweeper};
 
 /// First pause after a failed accept (EMFILE and the like); it doubles up to the maximum.
@@ -89,21 +89,47 @@ impl Core {
 
     /// Registers a connection the accept loop took, or turns it away when the server is full.
     fn admit(self: &Rc<Self>, stream: TcpStream, peer: SocketAddr) {
-        let id = self.next_connection.replace(self.next_connection.get() + 1);
         let (counted_ip, verdict) = self.sockets.admission.admit(peer.ip());
-        let conn = Connection::new(&self.sockets, id, stream, counted_ip);
         if let Err(refusal) = verdict {
+            let id = self.next_id();
+            let conn = Connection::new(&self.sockets, id, stream, Transport::Tcp, counted_ip);
             let reason = match refusal {
                 Refusal::Full(max) => format!("the server holds its maximum of {max} connections"),
                 Refusal::AddressFull(cap) => {
                     format!("your address holds its maximum of {cap} connections")
                 }
             };
-            return conn.finish(protocol::error(ErrorCode::ServerFull, &reason));
+            return conn.finish(
+                protocol::error(ErrorCode::ServerFull, &reason),
+                CloseReason::TryAgainLater,
+            );
         }
-        tracing::debug!(core = self.id(), conn = id, "connected");
+        let conn = self.register(stream, Transport::Tcp, counted_ip);
+        tokio_uring::spawn(reader::serve_tcp(self.clone(), conn));
+    }
+
+    /// Makes an admitted socket one of this core's connections (drains, sweeps and shutdown reach
+    /// it from now on); its reader task is the caller's to start.
+    pub fn register(
+        &self,
+        stream: TcpStream,
+        transport: Transport,
+        counted_ip: Option<std::net::IpAddr>,
+    ) -> Rc<Connection> {
+        let id = self.next_id();
+        let conn = Connection::new(&self.sockets, id, stream, transport, counted_ip);
+        tracing::debug!(
+            core = self.id(),
+            conn = id,
+            transport = transport.label(),
+            "connected"
+        );
         self.connections.borrow_mut().insert(id, conn.clone());
-        tokio_uring::spawn(reader::serve(self.clone(), conn));
+        conn
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_connection.replace(self.next_connection.get() + 1)
     }
 
     /// Drops a connection whose reader has ended.
@@ -164,7 +190,7 @@ impl Core {
         self.phase.set(Phase::Closing);
         let goodbye = protocol::error(ErrorCode::ServerShutdown, "the server is shutting down");
         for conn in self.connections_snapshot() {
-            conn.finish(goodbye.clone());
+            conn.finish(goodbye.clone(), CloseReason::GoingAway);
         }
     }
 

@@ -1,4 +1,5 @@
-//! The HTTP port of one core: `/healthz` and `/readyz` for load balancers and orchestrators.
+//! The HTTP port of one core: `/healthz` and `/readyz` for load balancers and orchestrators, and
+//! `/ws`, where a WebSocket client upgrades and becomes a chat connection of this core.
 //!
 //! Every core listens on the port through `SO_REUSEPORT` and serves it on its own runtime, as it
 //! does the chat port: no second runtime, no thread pool. A connection carries one request and is
@@ -19,7 +20,9 @@ use tokio_uring::net::{TcpListener, TcpStream};
 use crate::config::MAX_HTTP_HEAD_BYTES;
 use crate::net::guards::Admission;
 use crate::net::http::{parse_head, response, Parsed, RequestHead};
+use crate::net::websocket as handshake;
 use crate::server::core::{accept_until, Core};
+use crate::server::websocket;
 
 /// First read buffer of a request; it doubles up to `MAX_HTTP_HEAD_BYTES` for longer heads.
 const FIRST_READ_BYTES: usize = 1024;
@@ -81,11 +84,12 @@ impl Drop for Admitted {
     }
 }
 
-/// Reads one request head, answers it, and closes.
+/// Reads one request head and answers it, then closes; or, for a WebSocket upgrade, hands the
+/// socket (and its place under the caps) to the core as a chat connection.
 async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
     let admission = core.sockets.admission.clone();
     let (counted_ip, verdict) = admission.admit(peer.ip());
-    let _admitted = Admitted {
+    let admitted = Admitted {
         admission,
         counted_ip,
     };
@@ -100,10 +104,23 @@ async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
         )
     } else {
         match read_head(&stream).await {
-            Some(Parsed::Head(head)) => route(&core, &head),
-            Some(Parsed::TooLarge) => response(431, &[], "request head too large\n", false),
-            Some(Parsed::Invalid) => response(400, &[], "not an HTTP/1.1 request\n", false),
-            Some(Parsed::Partial) | None => return timer.abort(),
+            Some((Parsed::Head(head), buf)) if head.path == "/ws" => match upgrade(&core, &head) {
+                Ok(answer) => {
+                    timer.abort();
+                    let Ok(stream) = Rc::try_unwrap(stream) else {
+                        unreachable!("only the timer, now aborted, held the socket too")
+                    };
+                    // The connection's own guard releases its place under the caps from now on.
+                    std::mem::forget(admitted);
+                    let leftover = &buf[head.length..];
+                    return websocket::adopt(&core, stream, counted_ip, answer, leftover);
+                }
+                Err(refused) => refused,
+            },
+            Some((Parsed::Head(head), _)) => route(&core, &head),
+            Some((Parsed::TooLarge, _)) => response(431, &[], "request head too large\n", false),
+            Some((Parsed::Invalid, _)) => response(400, &[], "not an HTTP/1.1 request\n", false),
+            Some((Parsed::Partial, _)) | None => return timer.abort(),
         }
     };
     let (written, _) = stream.write_all(answer).await;
@@ -114,9 +131,25 @@ async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.shutdown(Shutdown::Both);
 }
 
+/// The 101 answer to a valid WebSocket upgrade, or the response that refuses it.
+fn upgrade(core: &Core, head: &RequestHead) -> Result<Vec<u8>, Vec<u8>> {
+    if head.method != "GET" {
+        return Err(response(405, &[("Allow", "GET")], "use GET\n", false));
+    }
+    if !core.takes_input() {
+        return Err(response(503, &[], "draining\n", false));
+    }
+    handshake::accept(head, &core.config.ws_allowed_origins).map_err(|refusal| {
+        let version = [("Sec-WebSocket-Version", "13")];
+        let headers: &[(&str, &str)] = if refusal.status == 426 { &version } else { &[] };
+        response(refusal.status, headers, refusal.reason, false)
+    })
+}
+
 /// Reads until the buffer holds a whole head, an oversized one, or garbage; `None` when the
-/// client closed (or the timeout shut the socket) first.
-async fn read_head(stream: &TcpStream) -> Option<Parsed> {
+/// client closed (or the timeout shut the socket) first. The buffer comes back too: a WebSocket
+/// client may have sent its first frames right behind the head.
+async fn read_head(stream: &TcpStream) -> Option<(Parsed, Vec<u8>)> {
     let mut buf: Vec<u8> = Vec::with_capacity(FIRST_READ_BYTES);
     loop {
         if buf.len() == buf.capacity() {
@@ -131,7 +164,7 @@ async fn read_head(stream: &TcpStream) -> Option<Parsed> {
         }
         match parse_head(&buf, MAX_HTTP_HEAD_BYTES) {
             Parsed::Partial => continue,
-            parsed => return Some(parsed),
+            parsed => return Some((parsed, buf)),
         }
     }
 }

@@ -4,7 +4,8 @@
 //!   it returns is what tests drive (port 0, then `local_addr`). [`run`] is what the binary does:
 //!   start, wait for SIGINT or SIGTERM, drain, and exit.
 //! - [`core`]: one core's listener, connections, inbox loop and drain.
-//! - [`http`]: one core's share of the HTTP port: `/healthz` and `/readyz`.
+//! - [`http`]: one core's share of the HTTP port: `/healthz`, `/readyz` and the `/ws` upgrade.
+//! - [`websocket`]: a WebSocket client becomes a connection and session like any other.
 //! - [`reader`]: the task per connection that reads, frames, and hands frames to its session.
 //! - [`sweeper`]: login timeout and keepalive.
 //! - [`startup`]: the checks that turn a missing io_uring, a busy port or a low fd limit into advice.
@@ -14,6 +15,7 @@ pub mod http;
 pub mod reader;
 pub mod startup;
 pub mod sweeper;
+pub mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,8 +1,10 @@
 //! The reader task: one per connection, it ties a socket to a session.
 //!
 //! It holds the connection's only pending read (tokio-uring cannot cancel one, so it never sits in a
-//! `select!` or a timeout), splits what arrives into frames, and hands each to the chat layer with
-//! the connection's session, which lives here. When the socket closes it logs the user out.
+//! `select!` or a timeout), has the transport's [`Inbound`] split what arrives into frames, and
+//! hands each to the chat layer with the connection's session, which lives here. When the socket
+//! closes it logs the user out. Both transports share this loop: TCP lines here, WebSocket
+//! messages in [`crate::server::websocket`].
 
 use std::rc::Rc;
 
@@ -11,21 +13,50 @@ use tokio_uring::buf::BoundedBuf;
 use crate::chat::protocol::{self, ErrorCode};
 use crate::chat::session::{self, Session};
 use crate::net::codec::{Event, FrameDecoder};
-use crate::net::Connection;
+use crate::net::{CloseReason, Connection};
 use crate::server::core::Core;
 
-/// The reader task: reads, splits frames, hands them to the session, and cleans up at the end.
+/// Turns what a connection sent into frames for its session: the transport's half of the reader.
+pub trait Inbound {
+    /// Acts on every complete frame in `buf`, keeping in `buf` only what a later read completes.
+    fn take_frames(
+        &mut self,
+        core: &Core,
+        conn: &Rc<Connection>,
+        session: &mut Option<Session>,
+        buf: &mut Vec<u8>,
+    );
+
+    /// Forgets a partial frame: the connection is closing, and whatever follows is dropped.
+    fn reset(&mut self);
+}
+
+/// The reader task of a chat-port connection: newline-delimited JSON.
+pub async fn serve_tcp(core: Rc<Core>, conn: Rc<Connection>) {
+    let lines = Lines(FrameDecoder::new(core.config.max_frame_bytes));
+    let buf = Vec::with_capacity(core.config.read_buffer_bytes);
+    serve(core, conn, lines, buf).await;
+}
+
+/// The reader task: reads, hands what arrives to `inbound`, and cleans up at the end. `buf` may
+/// hold bytes read before (what followed a WebSocket upgrade request).
 ///
 /// The read buffer adapts: it starts (and idles) at `--read-buffer-bytes`, doubles when a read fills
 /// it (a busy sender, or a frame bigger than the buffer) up to the frame limit plus one idle buffer,
 /// and goes back to the idle size once a read comes in small. An idle connection, the common case,
 /// holds only the small buffer of its pending read.
-pub async fn serve(core: Rc<Core>, conn: Rc<Connection>) {
+pub async fn serve(
+    core: Rc<Core>,
+    conn: Rc<Connection>,
+    mut inbound: impl Inbound,
+    mut buf: Vec<u8>,
+) {
     let shard = &core.shard;
     let mut session: Option<Session> = None;
-    let mut buf: Vec<u8> = Vec::with_capacity(core.config.read_buffer_bytes);
-    let mut decoder = FrameDecoder::new(core.config.max_frame_bytes);
     let mut small_reads = 0u8;
+    if !buf.is_empty() {
+        inbound.take_frames(&core, &conn, &mut session, &mut buf);
+    }
     loop {
         let (len, capacity) = (buf.len(), buf.capacity());
         let (result, slice) = conn.stream().read(buf.slice(len..capacity)).await;
@@ -47,33 +78,11 @@ pub async fn serve(core: Rc<Core>, conn: Rc<Connection>) {
             resize(&mut buf, &core, read, filled, &mut small_reads);
             continue;
         }
-        while let Some(event) = decoder.next(&buf) {
-            match event {
-                Event::Frame(range) => {
-                    session::handle_frame(shard, &conn, &mut session, &buf[range])
-                }
-                Event::Invalid => conn.reply(protocol::error(
-                    ErrorCode::InvalidMessage,
-                    "a line that is not one JSON object",
-                )),
-                Event::TooLarge => {
-                    let reason = format!(
-                        "frames are limited to {} bytes",
-                        core.config.max_frame_bytes
-                    );
-                    conn.finish(protocol::error(ErrorCode::FrameTooLarge, &reason));
-                }
-            }
-            if conn.is_closing() {
-                break;
-            }
-        }
+        inbound.take_frames(&core, &conn, &mut session, &mut buf);
         if conn.is_closing() {
             session::logout(shard, &conn, &mut session);
             buf.clear();
-            decoder = FrameDecoder::new(core.config.max_frame_bytes);
-        } else {
-            decoder.discard_consumed(&mut buf);
+            inbound.reset();
         }
         resize(&mut buf, &core, read, filled, &mut small_reads);
         shard.router.wait_for_room().await;
@@ -81,6 +90,49 @@ pub async fn serve(core: Rc<Core>, conn: Rc<Connection>) {
     session::logout(shard, &conn, &mut session);
     conn.set_closed();
     core.forget(&conn);
+}
+
+/// Newline-delimited JSON (or objects back to back), split by [`FrameDecoder`].
+struct Lines(FrameDecoder);
+
+impl Inbound for Lines {
+    fn take_frames(
+        &mut self,
+        core: &Core,
+        conn: &Rc<Connection>,
+        session: &mut Option<Session>,
+        buf: &mut Vec<u8>,
+    ) {
+        while let Some(event) = self.0.next(buf) {
+            match event {
+                Event::Frame(range) => {
+                    session::handle_frame(&core.shard, conn, session, &buf[range])
+                }
+                Event::Invalid => conn.reply(protocol::error(
+                    ErrorCode::InvalidMessage,
+                    "a line that is not one JSON object",
+                )),
+                Event::TooLarge => conn.finish(too_large(core), CloseReason::TooBig),
+            }
+            if conn.is_closing() {
+                return;
+            }
+        }
+        self.0.discard_consumed(buf);
+    }
+
+    fn reset(&mut self) {
+        self.0 = FrameDecoder::new(self.0.max_frame());
+    }
+}
+
+/// `FRAME_TOO_LARGE`, with the limit.
+pub fn too_large(core: &Core) -> bytes::Bytes {
+    let reason = format!(
+        "frames are limited to {} bytes",
+        core.config.max_frame_bytes
+    );
+    protocol::error(ErrorCode::FrameTooLarge, &reason)
 }
 
 /// Sizes the read buffer for the next read from how much the last one brought (see [`serve`]).

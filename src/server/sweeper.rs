@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::chat::protocol::{self, ErrorCode};
 use crate::net::outbound::OutFrame;
+use crate::net::CloseReason;
 use crate::server::core::Core;
 
 /// Closes connections that did not log in within `--login-timeout`, pings connections silent for
@@ -29,14 +30,17 @@ pub async fn run(core: Rc<Core>) {
             let silent = now.saturating_sub(conn.last_heard_ms());
             if !conn.is_identified() && now.saturating_sub(conn.accepted_ms()) >= login_timeout {
                 let reason = "log in within the login timeout";
-                conn.finish(protocol::error(ErrorCode::LoginTimeout, reason));
+                conn.finish(
+                    protocol::error(ErrorCode::LoginTimeout, reason),
+                    CloseReason::Policy,
+                );
             } else if silent >= 3 * ping_interval {
                 tracing::debug!(conn = conn.id, "no answer to ping: closing");
                 conn.shutdown_now();
             } else if silent >= ping_interval && !conn.was_pinged() {
                 conn.mark_pinged();
                 // A sweep pings thousands at once, like a fan-out: each waits for its turn.
-                conn.send(OutFrame::new(protocol::ping()));
+                conn.ping(OutFrame::new(protocol::ping()));
             }
         }
     }

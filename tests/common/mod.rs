@@ -9,6 +9,8 @@ use serde_json::Value;
 use uring_chat::config::Config;
 use uring_chat::server::Server;
 
+pub mod ws;
+
 /// How long a client waits for a frame before the test fails (not a timing goal: a hang guard).
 pub const READ_TIMEOUT: Duration = Duration::from_secs(15);
 

@@ -1,0 +1,103 @@
+//! `/ws`: a WebSocket client becomes a connection of the core that accepted it, with a session like
+//! any other. It logs in, chats and counts against the same limits as a TCP client, and its frames
+//! go through the same writer; only the framing differs ([`crate::net::websocket`]).
+//!
+//! `--ws-echo` turns `/ws` into an echo server through the same code, limits and writer, for the
+//! Autobahn conformance suite: each message comes back as it came, and no session is made.
+
+use std::rc::Rc;
+
+use tokio_uring::net::TcpStream;
+
+use crate::chat::protocol::{self, ErrorCode};
+use crate::chat::session::{self, Session};
+use crate::net::websocket::{self, Inbound as Message, WebSocketReader};
+use crate::net::{CloseReason, Connection, Transport};
+use crate::server::core::Core;
+use crate::server::reader::{self, Inbound};
+
+/// Takes over a socket whose upgrade request was accepted: sends `answer` (the 101) first, then
+/// reads messages, starting with `leftover`, whatever the client sent right after its request.
+pub fn adopt(
+    core: &Rc<Core>,
+    stream: TcpStream,
+    counted_ip: Option<std::net::IpAddr>,
+    answer: Vec<u8>,
+    leftover: &[u8],
+) {
+    let conn = core.register(stream, Transport::WebSocket, counted_ip);
+    conn.send_wire(answer.into());
+    if core.config.ws_echo {
+        // An echo client never logs in; the login timeout is for chat clients.
+        conn.set_identified(true);
+    }
+    let mut buf = Vec::with_capacity(core.config.read_buffer_bytes.max(leftover.len()));
+    buf.extend_from_slice(leftover);
+    let messages = Messages {
+        reader: new_reader(core),
+        echo: core.config.ws_echo,
+    };
+    tokio_uring::spawn(reader::serve(core.clone(), conn, messages, buf));
+}
+
+fn new_reader(core: &Core) -> WebSocketReader {
+    WebSocketReader::new(core.config.max_frame_bytes, core.config.read_buffer_bytes)
+}
+
+/// WebSocket messages: each text message is one protocol frame.
+struct Messages {
+    reader: WebSocketReader,
+    echo: bool,
+}
+
+impl Inbound for Messages {
+    fn take_frames(
+        &mut self,
+        core: &Core,
+        conn: &Rc<Connection>,
+        session: &mut Option<Session>,
+        buf: &mut Vec<u8>,
+    ) {
+        let mut input: &[u8] = buf;
+        while let Some(message) = self.reader.next(&mut input) {
+            match message {
+                Message::Text(text) if self.echo => {
+                    conn.send_wire(websocket::echo_frame(text, true))
+                }
+                Message::Binary(bytes) if self.echo => {
+                    conn.send_wire(websocket::echo_frame(bytes, false))
+                }
+                Message::Text(frame) => session::handle_frame(&core.shard, conn, session, &frame),
+                Message::Binary(_) => conn.reply(protocol::error(
+                    ErrorCode::InvalidMessage,
+                    "send each frame as a text message",
+                )),
+                // Its pong goes before anything the next messages cause, as the client expects.
+                Message::Ping => {
+                    if let Some(pong) = self.reader.take_output() {
+                        conn.send_wire(pong);
+                    }
+                }
+                Message::Closed => {
+                    let reply = self.reader.take_output();
+                    conn.finish_wire(
+                        reply.unwrap_or_else(|| websocket::close_frame(CloseReason::Normal, "")),
+                    );
+                }
+                Message::Failed(CloseReason::TooBig, _) if !self.echo => {
+                    conn.finish(reader::too_large(core), CloseReason::TooBig)
+                }
+                Message::Failed(reason, text) => {
+                    conn.finish_wire(websocket::close_frame(reason, &text))
+                }
+            }
+            if conn.is_closing() {
+                break;
+            }
+        }
+        // tungstenite has taken in everything it was given (and keeps a partial frame itself).
+        buf.clear();
+    }
+
+    fn reset(&mut self) {}
+}
