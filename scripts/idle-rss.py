@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """RSS per idle logged-in connection of a running uring-chat server.
 
-Usage: scripts/idle-rss.py PORT CONNECTIONS SERVER_PID
+Usage: scripts/idle-rss.py PORT CONNECTIONS SERVER_PID [--ws]
+
+With --ws, PORT is the HTTP port and the clients are WebSocket clients of `/ws`.
 
 Opens CONNECTIONS/2 idle connections, logs them in, waits for presence traffic to settle, reads the
 server's VmRSS, then does the same again. The second step's slope excludes one-off costs (rings
@@ -14,7 +16,19 @@ import sys
 import time
 
 port, n, pid = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+websocket = "--ws" in sys.argv[4:]
 socks = []
+UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+
+
+def login_bytes(name):
+    frame = json.dumps({"type": "connect", "content": name}).encode()
+    if not websocket:
+        return frame + b"\n"
+    # One masked text frame (a zero mask leaves the payload as is; RFC 6455 allows any key).
+    assert len(frame) < 126
+    return UPGRADE + bytes([0x81, 0x80 | len(frame), 0, 0, 0, 0]) + frame
 
 
 def rss_kib():
@@ -30,7 +44,7 @@ def add(count):
     for _ in range(count):
         s = socket.create_connection(("127.0.0.1", port))
         name = f"idle{len(socks) + len(new)}"
-        s.sendall(json.dumps({"type": "connect", "content": name}).encode() + b"\n")
+        s.sendall(login_bytes(name))
         new.append(s)
     for s in new:
         s.settimeout(5)

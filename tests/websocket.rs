@@ -138,7 +138,7 @@ fn protocol_errors_close_with_the_rfc_6455_codes() {
 
     // An unmasked client frame: 1002.
     let mut raw = WsClient::connect(http);
-    let stream = raw.socket.get_mut();
+    let stream = &mut raw.socket.get_mut().0;
     stream.write_all(&[0x81, 0x02, b'{', b'}']).unwrap();
     assert_eq!(raw.expect_closed().code, Some(1002));
 
@@ -244,6 +244,7 @@ fn the_server_pings_idle_websocket_clients_and_keeps_those_that_answer() {
     client
         .socket
         .get_ref()
+        .0
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_millis(1500);
@@ -271,6 +272,7 @@ fn the_server_pings_idle_websocket_clients_and_keeps_those_that_answer() {
     client
         .socket
         .get_ref()
+        .0
         .set_read_timeout(Some(READ_TIMEOUT))
         .unwrap();
     client.send(r#"{"type":"ping","content":"alive"}"#);
@@ -365,4 +367,53 @@ fn echo_mode_sends_every_message_back_as_it_came() {
     client.send("still open after the login timeout");
     assert_eq!(client.next_text(), "still open after the login timeout");
     let _ = content_of; // shared harness
+}
+
+/// A WebSocket client that never reads is cut off like a TCP one: a gap-free prefix, then
+/// SLOW_CONSUMER and close code 1008, while a reading client gets every message.
+#[test]
+fn a_websocket_client_that_never_reads_is_cut_off_as_a_slow_consumer() {
+    let server = TestServer::start_with(|c| {
+        c.max_outbound_bytes = 1 << 20;
+        c.rate_limit = 0;
+        c.drain_timeout = Duration::from_secs(30);
+    });
+    // Loopback holds ~4 MB for a socket nobody reads; 10 MB is well past that plus the bound.
+    const MESSAGES: usize = 2500;
+    let mut sender = server.login("sender");
+    let mut slow = WsClient::login(server.http.unwrap(), "slow");
+    let mut reader = server.login("reader");
+    let counting = std::thread::spawn(move || {
+        let mut next = 0;
+        while next < MESSAGES {
+            let frame = reader.next_reply();
+            let content = frame["content"].as_str().unwrap();
+            assert!(
+                content.starts_with(&format!("{next}:")),
+                "expected {next}, got {content:.20}"
+            );
+            next += 1;
+        }
+    });
+    let payload = "x".repeat(4000);
+    for seq in 0..MESSAGES {
+        sender.send(&chat(&format!("{seq}:{payload}")));
+        if seq % 10 == 9 {
+            std::thread::sleep(Duration::from_millis(10)); // ~4 MB/s, as in tests/hardening.rs
+        }
+    }
+    counting
+        .join()
+        .expect("the reading client got every message in order");
+    let closed = slow.expect_closed();
+    assert_eq!(closed.code, Some(1008));
+    let chats: Vec<&str> = (closed.frames.iter())
+        .filter(|f| f["type"] == "chat")
+        .map(|f| f["content"].as_str().unwrap())
+        .collect();
+    assert!(chats.len() < MESSAGES, "cut off before the end");
+    for (seq, content) in chats.iter().enumerate() {
+        assert!(content.starts_with(&format!("{seq}:")), "a gap-free prefix");
+    }
+    assert_eq!(closed.frames.last().unwrap()["code"], "SLOW_CONSUMER");
 }

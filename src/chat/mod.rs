@@ -2,6 +2,7 @@
 //! [`crate::net`] to reach sockets; knows nothing of threads, listeners or the accept loop.
 //!
 //! - [`protocol`]: protocol frames, parsed and encoded (docs/PROTOCOL.md is the contract).
+//! - [`counters`]: what each core's chat counts for the metrics: frames by kind, errors, rooms.
 //! - [`session`]: what each inbound frame does: login, chat, users, ping, logout.
 //! - [`shard`]: one core's share of the chat: its users, broadcast and direct delivery, and the
 //!   messages cores send each other.
@@ -10,6 +11,7 @@
 //! - [`directory`]: the server-wide set of unique usernames.
 //! - [`user_id`]: userIDs, which name the core that owns the user.
 
+pub mod counters;
 pub mod directory;
 pub mod presence;
 pub mod protocol;

@@ -38,6 +38,26 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, for the metrics' list of errors by code.
+    pub const ALL: [ErrorCode; 16] = [
+        ErrorCode::InvalidMessage,
+        ErrorCode::UnknownType,
+        ErrorCode::NotConnected,
+        ErrorCode::AlreadyConnected,
+        ErrorCode::InvalidUsername,
+        ErrorCode::NameTaken,
+        ErrorCode::UserNotFound,
+        ErrorCode::FrameTooLarge,
+        ErrorCode::SlowConsumer,
+        ErrorCode::ServerFull,
+        ErrorCode::ServerShutdown,
+        ErrorCode::RateLimited,
+        ErrorCode::LoginTimeout,
+        ErrorCode::InvalidRoom,
+        ErrorCode::NotInRoom,
+        ErrorCode::TooManyRooms,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::InvalidMessage => "INVALID_MESSAGE",

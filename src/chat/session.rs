@@ -7,6 +7,7 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
+use crate::chat::counters;
 use crate::chat::directory::{NameError, Registration};
 use crate::chat::protocol::{self, ErrorCode, JsonString, Request};
 use crate::chat::rooms::requests as rooms;
@@ -42,7 +43,13 @@ pub fn handle_frame(
     session: &mut Option<Session>,
     frame: &[u8],
 ) {
-    match conn.take_token() {
+    let verdict = conn.take_token();
+    if verdict != Verdict::Allowed {
+        shard
+            .counters
+            .received(conn.transport(), counters::RATE_LIMITED);
+    }
+    match verdict {
         Verdict::Allowed => {}
         Verdict::Limited => {
             let reason = format!(
@@ -53,16 +60,18 @@ pub fn handle_frame(
         }
         Verdict::Disconnect => {
             let reason = "you kept flooding after being rate limited";
-            return conn.finish(
-                protocol::error(ErrorCode::RateLimited, reason),
-                CloseReason::Policy,
-            );
+            let frame = protocol::error(ErrorCode::RateLimited, reason);
+            return conn.finish(frame, CloseReason::Flood);
         }
     }
     let request = match protocol::parse_request(frame) {
         Ok(request) => request,
-        Err(reason) => return conn.reply(protocol::error(ErrorCode::InvalidMessage, &reason)),
+        Err(reason) => {
+            shard.counters.received(conn.transport(), counters::INVALID);
+            return conn.reply(protocol::error(ErrorCode::InvalidMessage, &reason));
+        }
     };
+    shard.counters.received(conn.transport(), &request.kind);
     match request.kind.as_ref() {
         "connect" => login(shard, conn, session, request.content),
         "ping" => conn.reply(protocol::pong(request.content)),
@@ -188,7 +197,7 @@ fn disconnect(shard: &Shard, conn: &Rc<Connection>, session: &mut Option<Session
     let user = session.as_ref().map(|s| (s.user_id, s.username.as_ref()));
     let reply = protocol::disconnect_response(user);
     logout(shard, conn, session);
-    conn.finish(reply, CloseReason::Normal);
+    conn.finish(reply, CloseReason::Disconnect);
 }
 
 /// Logs the connection's user out, if it has one: frees the name and announces the leave.

@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::chat::counters::ChatCounters;
 use crate::chat::directory::Directory;
 use crate::chat::presence::{PresenceBatch, Scope};
 use crate::chat::protocol::{self, ErrorCode};
@@ -61,6 +62,8 @@ pub struct Shard {
     presence: RefCell<PresenceBatch>,
     /// When this core last sent a presence frame: counts-only frames wait a longer interval.
     presence_sent: Cell<Instant>,
+    /// What this core's chat counts for the metrics; written by this core only.
+    pub counters: Arc<ChatCounters>,
 }
 
 impl Shard {
@@ -70,12 +73,14 @@ impl Shard {
         directory: Arc<Directory>,
         room_directory: Arc<RoomDirectory>,
         router: Router<ShardMsg>,
+        counters: Arc<ChatCounters>,
     ) -> Shard {
         let owned = OwnedRooms::new(
             id,
             router.cores(),
             OwnerLimits::new(&config),
             room_directory.clone(),
+            counters.clone(),
         );
         Shard {
             id,
@@ -88,6 +93,7 @@ impl Shard {
             rooms: RefCell::default(),
             owned: RefCell::new(owned),
             presence_sent: Cell::new(Instant::now()),
+            counters,
         }
     }
 

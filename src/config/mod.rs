@@ -27,6 +27,8 @@ pub struct Config {
     pub port: u16,
     /// The HTTP port (`/healthz`, `/readyz`) on the same host; `None` is off.
     pub http_port: Option<u16>,
+    /// A port of its own for `/metrics`, kept off the public HTTP port; `None` serves it there.
+    pub metrics_port: Option<u16>,
     pub cores: usize,
     /// `/ws` echoes each message instead of reading it as a protocol frame (conformance tests).
     pub ws_echo: bool,
@@ -66,6 +68,7 @@ impl Default for Config {
             host: "0.0.0.0".into(),
             port: 8080,
             http_port: Some(DEFAULT_HTTP_PORT),
+            metrics_port: None,
             cores: available_cpus(),
             ws_echo: false,
             ws_allowed_origins: Vec::new(),
@@ -124,6 +127,9 @@ struct Cli {
     /// HTTP port for /healthz and /readyz on the same host; 0 picks a free one, `off` disables it.
     #[arg(long, env = "URING_CHAT_HTTP_PORT", default_value = "8081", value_parser = parse_port_or_off)]
     http_port: PortOrOff,
+    /// Port for /metrics alone (then not on the HTTP port), to keep it internal; 0 picks a free one.
+    #[arg(long, env = "URING_CHAT_METRICS_PORT", default_value = "off", value_parser = parse_port_or_off)]
+    metrics_port: PortOrOff,
     /// Worker threads, one pinned per CPU, each with its own ring and listener [default: CPUs available].
     #[arg(long, env = "URING_CHAT_CORES")]
     cores: Option<usize>,
@@ -247,6 +253,7 @@ impl Config {
             host,
             port,
             http_port: cli.http_port.0,
+            metrics_port: cli.metrics_port.0,
             cores: cli.cores.unwrap_or_else(available_cpus),
             ws_echo: cli.ws_echo,
             ws_allowed_origins: cli.ws_allowed_origins,
@@ -291,6 +298,13 @@ impl Config {
                 "--http-port must differ from --port ({}); `--http-port off` turns it off",
                 self.port
             ));
+        }
+        if let Some(metrics) = self.metrics_port.filter(|&port| port != 0) {
+            if metrics == self.port || self.http_port == Some(metrics) {
+                return Err(format!(
+                    "--metrics-port ({metrics}) must differ from --port and --http-port"
+                ));
+            }
         }
         if self.cores == 0 || self.cores > MAX_CORES {
             return Err(format!(
@@ -509,6 +523,29 @@ mod tests {
             same.to_string().contains("--http-port must differ"),
             "{same}"
         );
+    }
+
+    #[test]
+    fn metrics_port_is_off_by_default_and_differs_from_the_others() {
+        let parse = |extra: &[&str]| {
+            Config::from_args(std::iter::once("uring-chat").chain(extra.iter().copied()))
+        };
+        assert_eq!(parse(&[]).unwrap().metrics_port, None);
+        assert_eq!(
+            parse(&["--metrics-port", "9100"]).unwrap().metrics_port,
+            Some(9100)
+        );
+        assert_eq!(
+            parse(&["--metrics-port", "0", "--http-port", "0"])
+                .unwrap()
+                .metrics_port,
+            Some(0)
+        );
+        for clash in [["--port", "9100"], ["--http-port", "9100"]] {
+            let args = [clash[0], clash[1], "--metrics-port", "9100"];
+            let error = parse(&args).unwrap_err().to_string();
+            assert!(error.contains("--metrics-port"), "{error}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::rc::Rc;
 
+use crate::net::counters::PerTransport;
 use crate::net::outbound::OutFrame;
 use crate::net::Connection;
 
@@ -81,12 +82,18 @@ impl<K: Copy + Eq + Hash, V> Roster<K, V> {
 }
 
 impl<K> Roster<K, Rc<Connection>> {
-    /// Queues `frame` for every member but the connection `except`.
+    /// Queues `frame` for every member but the connection `except`, and counts the deliveries once
+    /// per transport, not once per member.
     pub fn fan_out(&self, frame: &OutFrame, except: Option<u64>) {
+        let mut sent = PerTransport::<u64>::default();
         for conn in &self.values {
             if Some(conn.id) != except {
                 conn.send(frame.clone());
+                *sent.get_mut(conn.transport()) += 1;
             }
+        }
+        if let Some(conn) = self.values.first() {
+            conn.sockets().count_sent(frame.as_bytes(), &sent);
         }
     }
 }

@@ -9,8 +9,11 @@
 //! room and drain guarantees rest on that.
 
 use std::cell::{Cell, RefCell};
+use std::sync::Arc;
 
 use tokio::sync::Notify;
+
+use crate::net::counters::Counter;
 
 /// Messages queued for other cores, above which readers stop reading until the flusher catches up.
 pub const CROSS_CORE_BACKLOG: usize = 64 * 1024;
@@ -45,11 +48,14 @@ pub struct Router<M> {
     flushing: Cell<bool>,
     flush_wanted: Notify,
     room: Notify,
+    /// Messages (and drain signals) handed to other cores, counted per batch.
+    sent: Arc<Counter>,
 }
 
 impl<M> Router<M> {
-    /// `peers[i]` is core i's inbox (this core's own included, unused).
-    pub fn new(me: usize, peers: Vec<Outbox<M>>) -> Router<M> {
+    /// `peers[i]` is core i's inbox (this core's own included, unused). `sent` counts what this
+    /// core sends the others.
+    pub fn new(me: usize, peers: Vec<Outbox<M>>, sent: Arc<Counter>) -> Router<M> {
         let pending = peers.iter().map(|_| Vec::new()).collect();
         Router {
             me,
@@ -60,6 +66,7 @@ impl<M> Router<M> {
             flushing: Cell::new(false),
             flush_wanted: Notify::new(),
             room: Notify::new(),
+            sent,
         }
     }
 
@@ -154,6 +161,7 @@ impl<M> Router<M> {
         self.queued.set(0);
         self.flushing.set(true);
         for (core, batch) in batches {
+            self.sent.add(batch.len() as u64);
             // A core that has exited drops its inbox; what was meant for it has nowhere to go.
             let _ = self.peers[core].send_async(batch).await;
         }

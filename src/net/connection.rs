@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio_uring::net::TcpStream;
 
+use crate::net::counters::{FrameTally, NetCounters, PerTransport};
 use crate::net::guards::{Admission, TokenBucket, Verdict};
 use crate::net::outbound::{OutFrame, OutQueue, Overflow};
 use crate::net::transport::{CloseReason, Transport};
@@ -36,11 +37,14 @@ pub struct SocketLimits {
 }
 
 /// What every connection of one core shares: its writer, the limits, the server-wide connection
-/// counts, and the core's clock.
+/// counts, the core's counters, and the core's clock.
 pub struct Sockets {
     pub writers: Writers,
     pub limits: SocketLimits,
     pub admission: Arc<Admission>,
+    pub counters: Arc<NetCounters>,
+    /// Counts the frames handed to connections, by kinds the layer above names.
+    tally: Arc<dyn FrameTally>,
     /// The last frame a slow consumer gets before it is closed; made by the layer that knows frames.
     slow_consumer_notice: Bytes,
     /// Set once the server stops taking input: closes then no longer wait for the peer's FIN.
@@ -55,11 +59,14 @@ impl Sockets {
         limits: SocketLimits,
         admission: Arc<Admission>,
         slow_consumer_notice: Bytes,
+        tally: Arc<dyn FrameTally>,
     ) -> Rc<Sockets> {
         Rc::new(Sockets {
+            counters: writers.counters.clone(),
             writers,
             limits,
             admission,
+            tally,
             slow_consumer_notice,
             stopping: Cell::new(false),
             epoch: Instant::now(),
@@ -74,6 +81,13 @@ impl Sockets {
     /// From now on a closing connection is shut down both ways after its last flush.
     pub fn stop(&self) {
         self.stopping.set(true);
+    }
+
+    /// Counts `frame` queued for `sent` connections of each transport (a fan-out, once per pass).
+    pub fn count_sent(&self, frame: &[u8], sent: &PerTransport<u64>) {
+        for (transport, &count) in sent.iter().filter(|(_, &count)| count > 0) {
+            self.tally.sent(transport, frame, count);
+        }
     }
 }
 
@@ -101,6 +115,7 @@ pub struct Connection {
     write_state: Cell<WriteState>,
     /// Set once the connection is on its way out: nothing more is queued or read.
     closing: Cell<bool>,
+    close_reason: Cell<Option<CloseReason>>,
     /// How the writer shuts the socket after the last flush: `Write` lingers for the peer's FIN,
     /// `Both` (when the server stops) does not wait for it.
     close_how: Cell<Shutdown>,
@@ -119,6 +134,8 @@ pub struct Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         self.sockets.admission.release(self.counted_ip);
+        let owed = self.out.get_mut().owed();
+        self.sockets.counters.outbound_queued.add(-(owed as i64));
     }
 }
 
@@ -139,6 +156,7 @@ impl Connection {
             out: RefCell::new(OutQueue::default()),
             write_state: Cell::new(WriteState::Idle),
             closing: Cell::new(false),
+            close_reason: Cell::new(None),
             close_how: Cell::new(Shutdown::Write),
             identified: Cell::new(false),
             counted_ip,
@@ -152,6 +170,22 @@ impl Connection {
 
     pub fn transport(&self) -> Transport {
         self.transport
+    }
+
+    /// The core's connections in common: its counters, and how fan-outs are counted.
+    pub fn sockets(&self) -> &Sockets {
+        &self.sockets
+    }
+
+    /// Why the connection ended, once it is closing; `None` when the peer closed first.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.close_reason.get()
+    }
+
+    fn note_close(&self, reason: CloseReason) {
+        if self.close_reason.get().is_none() {
+            self.close_reason.set(Some(reason));
+        }
     }
 
     pub fn is_identified(&self) -> bool {
@@ -195,6 +229,9 @@ impl Connection {
             limits.rate_limit_burst,
         );
         self.bucket.set(bucket);
+        if verdict != Verdict::Allowed {
+            self.sockets.counters.rate_limited.add(1);
+        }
         verdict
     }
 
@@ -209,7 +246,8 @@ impl Connection {
 
     /// Queues a frame that many connections get (a fan-out). It waits for this connection's turn
     /// in the writer: hurrying thousands of connections for one frame would only break up the
-    /// batching that carries several broadcasts in one write.
+    /// batching that carries several broadcasts in one write. The caller counts it, once for the
+    /// whole fan-out ([`Sockets::count_sent`]).
     pub fn send(self: &Rc<Self>, frame: OutFrame) {
         self.queue(self.on_wire(frame), false);
     }
@@ -217,22 +255,27 @@ impl Connection {
     /// Sends a frame of its own (a reply, a direct message) that keeps the connection open. If the
     /// connection is waiting for its place in a fan-out pass, its queue goes out early.
     pub fn reply(self: &Rc<Self>, frame: Bytes) {
-        self.queue(self.on_wire(OutFrame::new(frame)), true);
+        let frame = OutFrame::new(frame);
+        if self.queue(self.on_wire(frame.clone()), true) {
+            self.sockets.tally.sent(self.transport, frame.as_bytes(), 1);
+        }
     }
 
     /// Sends bytes already in the transport's wire form: the WebSocket upgrade answer, a pong.
+    /// They are not protocol frames, and count only as bytes.
     pub fn send_wire(self: &Rc<Self>, bytes: Bytes) {
         self.queue(OutFrame::new(bytes), true);
     }
 
     /// The keepalive ping of a sweep: `tcp_ping` (a protocol frame) over TCP, a WebSocket ping
     /// over WebSocket, since browsers answer those by themselves. Like a fan-out, it waits for
-    /// the connection's turn.
+    /// the connection's turn; the sweep counts it.
     pub fn ping(self: &Rc<Self>, tcp_ping: OutFrame) {
-        match self.transport {
-            Transport::Tcp => self.queue(tcp_ping, false),
-            Transport::WebSocket => self.queue(OutFrame::new(websocket::ping_frame()), false),
-        }
+        let frame = match self.transport {
+            Transport::Tcp => tcp_ping,
+            Transport::WebSocket => OutFrame::new(websocket::ping_frame()),
+        };
+        self.queue(frame, false);
     }
 
     /// A protocol frame as this connection's transport carries it.
@@ -243,69 +286,91 @@ impl Connection {
         }
     }
 
-    /// Queues a frame. A client that owes more than the bound is cut off as a slow consumer: its
-    /// queue is freed at once, it gets the slow-consumer notice if it ever reads again, and it is
-    /// closed.
-    fn queue(self: &Rc<Self>, frame: OutFrame, hurry: bool) {
+    /// Queues a frame; false when it was not queued. A client that owes more than the bound is cut
+    /// off as a slow consumer: its queue is freed at once, it gets the slow-consumer notice if it
+    /// ever reads again, and it is closed.
+    fn queue(self: &Rc<Self>, frame: OutFrame, hurry: bool) -> bool {
         if self.closing.get() {
-            return;
+            return false;
         }
         let limit = self.sockets.limits.max_outbound_bytes;
-        let pushed = self.out.borrow_mut().push(frame, limit);
-        match pushed {
-            Ok(()) => self.wake_writer(hurry),
+        match self.with_queue(|out| out.push(frame, limit)) {
+            Ok(()) => {
+                self.wake_writer(hurry);
+                true
+            }
             Err(Overflow) => {
                 tracing::debug!(conn = self.id, "slow consumer cut off");
-                self.out.borrow_mut().clear();
+                self.with_queue(OutQueue::clear);
                 let notice = self.sockets.slow_consumer_notice.clone();
-                self.finish(notice, CloseReason::Policy);
+                self.finish(notice, CloseReason::SlowConsumer);
+                false
             }
         }
+    }
+
+    /// Changes the queue, keeping the core's count of bytes owed in step.
+    fn with_queue<R>(&self, change: impl FnOnce(&mut OutQueue) -> R) -> R {
+        let mut out = self.out.borrow_mut();
+        let before = out.owed();
+        let result = change(&mut out);
+        let delta = out.owed() as i64 - before as i64;
+        self.sockets.counters.outbound_queued.add(delta);
+        result
     }
 
     /// Queues a last frame past the bound, flushes it and closes: the peer gets the frame and a FIN
     /// (over WebSocket, the frame and then a close frame for `reason`). If the flush has not
     /// finished within the drain timeout, the socket is shut down regardless.
     pub fn finish(self: &Rc<Self>, last: Bytes, reason: CloseReason) {
+        if self.is_closing() {
+            return;
+        }
+        self.sockets.tally.sent(self.transport, &last, 1);
         match self.transport {
-            Transport::Tcp => self.end([OutFrame::new(last)]),
-            Transport::WebSocket => self.end([
-                OutFrame::new(websocket::text_frame(&last)),
-                OutFrame::new(websocket::close_frame(reason, "")),
-            ]),
+            Transport::Tcp => self.end([OutFrame::new(last)], reason),
+            Transport::WebSocket => self.end(
+                [
+                    OutFrame::new(websocket::text_frame(&last)),
+                    OutFrame::new(websocket::close_frame(reason, "")),
+                ],
+                reason,
+            ),
         }
     }
 
     /// Like [`Connection::finish`], with a last frame already in wire form (a WebSocket close).
-    pub fn finish_wire(self: &Rc<Self>, last: Bytes) {
-        self.end([OutFrame::new(last)]);
+    pub fn finish_wire(self: &Rc<Self>, last: Bytes, reason: CloseReason) {
+        self.end([OutFrame::new(last)], reason);
     }
 
-    fn end(self: &Rc<Self>, last: impl IntoIterator<Item = OutFrame>) {
+    fn end(self: &Rc<Self>, last: impl IntoIterator<Item = OutFrame>, reason: CloseReason) {
         if self.closing.replace(true) {
             return;
         }
+        self.note_close(reason);
         if self.sockets.stopping.get() {
             self.close_how.set(Shutdown::Both);
         }
-        let mut out = self.out.borrow_mut();
-        for frame in last {
-            out.push_unbounded(frame);
-        }
-        drop(out);
+        self.with_queue(|out| {
+            for frame in last {
+                out.push_unbounded(frame);
+            }
+        });
         self.wake_writer(true);
         let weak: Weak<Connection> = Rc::downgrade(self);
         let grace = self.sockets.limits.drain_timeout;
         tokio_uring::spawn(async move {
             tokio::time::sleep(grace).await;
             if let Some(conn) = weak.upgrade() {
-                conn.shutdown_now();
+                conn.shutdown_now(reason);
             }
         });
     }
 
     /// Ends both directions now: any pending read or write completes, and both tasks end.
-    pub fn shutdown_now(&self) {
+    pub fn shutdown_now(&self, reason: CloseReason) {
+        self.note_close(reason);
         self.closing.set(true);
         // ENOTCONN when the peer is already gone is fine: the goal is reached either way.
         let _ = self.stream.shutdown(Shutdown::Both);
@@ -380,15 +445,22 @@ impl Connection {
         result: std::io::Result<usize>,
         mut batch: Vec<OutFrame>,
     ) -> Vec<OutFrame> {
-        let mut out = self.out.borrow_mut();
         match result {
-            Ok(written) => out.complete_batch(&mut batch, written),
+            Ok(written) => {
+                self.sockets
+                    .counters
+                    .bytes_out
+                    .get(self.transport)
+                    .add(written as u64);
+                self.with_queue(|out| out.complete_batch(&mut batch, written));
+            }
             Err(error) => {
                 tracing::debug!(conn = self.id, %error, "write failed");
-                out.complete_batch(&mut batch, 0);
-                out.clear();
-                drop(out);
-                self.shutdown_now();
+                self.with_queue(|out| {
+                    out.complete_batch(&mut batch, 0);
+                    out.clear();
+                });
+                self.shutdown_now(CloseReason::WriteFailed);
             }
         }
         batch

@@ -65,20 +65,25 @@ pub fn parse_head(buf: &[u8], max_head_bytes: usize) -> Parsed {
     }
 }
 
-/// A complete response that closes the connection: status line, the given headers, a plain-text
-/// body (none for HEAD requests, whose `Content-Length` still says what GET would send).
+/// A complete response that closes the connection: status line, the given headers, a body (none
+/// for HEAD requests, whose `Content-Length` still says what GET would send). The body is plain
+/// text unless `extra_headers` names another `Content-Type`.
 pub fn response(
     status: u16,
     extra_headers: &[(&str, &str)],
     body: &str,
     head_only: bool,
 ) -> Vec<u8> {
+    let is_type = |name: &str| name.eq_ignore_ascii_case("Content-Type");
+    let content_type = (extra_headers.iter())
+        .find(|(name, _)| is_type(name))
+        .map_or("text/plain; charset=utf-8", |(_, value)| value);
     let mut out = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n",
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n",
         reason(status),
         body.len()
     );
-    for (name, value) in extra_headers {
+    for (name, value) in extra_headers.iter().filter(|(name, _)| !is_type(name)) {
         out.push_str(&format!("{name}: {value}\r\n"));
     }
     out.push_str("\r\n");
@@ -157,6 +162,10 @@ mod tests {
             text,
             "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 3\r\nConnection: close\r\nCache-Control: no-store\r\nAllow: GET, HEAD\r\n\r\nno\n"
         );
+        let typed = response(200, &[("content-type", "text/x")], "", false);
+        assert!(String::from_utf8(typed)
+            .unwrap()
+            .starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/x\r\nContent-Length: 0\r\n"));
         assert!(String::from_utf8(response(200, &[], "ok\n", true))
             .unwrap()
             .ends_with(

@@ -3,6 +3,7 @@
 //! - [`codec`]: splits an inbound byte stream into frames (newline, CRLF or back to back).
 //! - [`connection`]: one client socket with its bounded outbound queue and how it closes; and
 //!   [`Sockets`], what every connection of one core shares (its writer, limits, clock).
+//! - [`counters`]: what each core counts for the metrics, written by that core alone.
 //! - [`outbound`]: a connection's queue of shared frames, drained in batches (one write each).
 //! - [`writer`]: one task per core that drives every connection's writes.
 //! - [`park`]: the writer's yield in a long pass, which lets the runtime submit io_uring work.
@@ -17,6 +18,7 @@
 
 pub mod codec;
 pub mod connection;
+pub mod counters;
 pub mod guards;
 pub mod http;
 pub mod outbound;

@@ -48,6 +48,10 @@ impl OutFrame {
         self.0.bytes.is_empty()
     }
 
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0.bytes
+    }
+
     pub fn as_ptr(&self) -> *const u8 {
         self.0.bytes.as_ptr()
     }

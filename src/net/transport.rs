@@ -20,37 +20,80 @@ impl Transport {
     }
 }
 
-/// Why the server closes a connection. Over TCP the chat layer's last frame says it; over
-/// WebSocket the close frame carries it too, as the code RFC 6455 gives it.
+/// Why a connection ended: the metrics' label, and over WebSocket the close frame's code (after
+/// the chat layer's error frame, when there is one). The first reason given wins.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CloseReason {
-    /// The client asked to leave.
-    Normal,
-    /// The server is shutting down.
-    GoingAway,
+    /// The peer closed (or reset) before the server closed anything.
+    PeerClosed,
+    /// The client asked: `disconnect`, or a WebSocket close frame.
+    Disconnect,
+    /// Turned away at accept (`SERVER_FULL`); counted as a rejection, not a close.
+    Refused,
+    LoginTimeout,
+    /// Silent through two pings.
+    PingTimeout,
+    SlowConsumer,
+    Flood,
+    FrameTooLarge,
     /// The client broke the WebSocket protocol (an unmasked frame, a bad opcode, ...).
     Protocol,
-    /// A text message that is not UTF-8.
-    InvalidData,
-    /// A limit the client broke: flood, login timeout, slow consumer.
-    Policy,
-    /// A frame over `--max-frame-bytes`.
-    TooBig,
-    /// The server holds its maximum of connections.
-    TryAgainLater,
+    /// A WebSocket text message that is not UTF-8.
+    InvalidUtf8,
+    /// The server stopped (`SERVER_SHUTDOWN`, or the drain timeout).
+    Shutdown,
+    /// A write failed: the peer is gone.
+    WriteFailed,
 }
 
 impl CloseReason {
-    /// The WebSocket close code (RFC 6455 section 7.4, and 1013 from the IANA registry).
+    pub const ALL: [CloseReason; 12] = [
+        CloseReason::PeerClosed,
+        CloseReason::Disconnect,
+        CloseReason::Refused,
+        CloseReason::LoginTimeout,
+        CloseReason::PingTimeout,
+        CloseReason::SlowConsumer,
+        CloseReason::Flood,
+        CloseReason::FrameTooLarge,
+        CloseReason::Protocol,
+        CloseReason::InvalidUtf8,
+        CloseReason::Shutdown,
+        CloseReason::WriteFailed,
+    ];
+
+    /// The label in metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::PeerClosed => "peer_closed",
+            CloseReason::Disconnect => "disconnect",
+            CloseReason::Refused => "refused",
+            CloseReason::LoginTimeout => "login_timeout",
+            CloseReason::PingTimeout => "ping_timeout",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::Flood => "flood",
+            CloseReason::FrameTooLarge => "frame_too_large",
+            CloseReason::Protocol => "websocket_protocol",
+            CloseReason::InvalidUtf8 => "invalid_utf8",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::WriteFailed => "write_failed",
+        }
+    }
+
+    /// The WebSocket close code (RFC 6455 section 7.4; 1013 from the IANA registry). Reasons the
+    /// server never sends a close frame for (the peer is gone) get 1000.
     pub fn websocket_code(self) -> u16 {
         match self {
-            CloseReason::Normal => 1000,
-            CloseReason::GoingAway => 1001,
+            CloseReason::Disconnect | CloseReason::PeerClosed | CloseReason::WriteFailed => 1000,
+            CloseReason::Shutdown => 1001,
             CloseReason::Protocol => 1002,
-            CloseReason::InvalidData => 1007,
-            CloseReason::Policy => 1008,
-            CloseReason::TooBig => 1009,
-            CloseReason::TryAgainLater => 1013,
+            CloseReason::InvalidUtf8 => 1007,
+            CloseReason::LoginTimeout
+            | CloseReason::PingTimeout
+            | CloseReason::SlowConsumer
+            | CloseReason::Flood => 1008,
+            CloseReason::FrameTooLarge => 1009,
+            CloseReason::Refused => 1013,
         }
     }
 }

@@ -87,6 +87,9 @@ pub enum Inbound {
 pub struct WebSocketReader {
     context: WebSocketContext,
     output: Vec<u8>,
+    /// Set once `Closed` or `Failed` was returned: tungstenite would report its closed state again
+    /// on every call, consuming nothing.
+    ended: bool,
 }
 
 impl WebSocketReader {
@@ -101,12 +104,16 @@ impl WebSocketReader {
         WebSocketReader {
             context: WebSocketContext::new(Role::Server, Some(config)),
             output: Vec::new(),
+            ended: false,
         }
     }
 
     /// The next message in `input` (consumed as it is taken in), or `None` once more bytes are
-    /// needed. After `Closed` or `Failed`, stop feeding.
+    /// needed. After `Closed` or `Failed` there is nothing more: always `None`.
     pub fn next(&mut self, input: &mut &[u8]) -> Option<Inbound> {
+        if self.ended {
+            return None;
+        }
         let mut pipe = Pipe {
             input,
             output: &mut self.output,
@@ -128,13 +135,14 @@ impl WebSocketReader {
                 }
                 Err(Error::Io(error)) if error.kind() == io::ErrorKind::WouldBlock => return None,
                 Err(Error::Capacity(error)) => {
-                    Inbound::Failed(CloseReason::TooBig, error.to_string())
+                    Inbound::Failed(CloseReason::FrameTooLarge, error.to_string())
                 }
                 Err(Error::Utf8(_)) => {
-                    Inbound::Failed(CloseReason::InvalidData, "text is not UTF-8".into())
+                    Inbound::Failed(CloseReason::InvalidUtf8, "text is not UTF-8".into())
                 }
                 Err(error) => Inbound::Failed(CloseReason::Protocol, error.to_string()),
             };
+            self.ended = matches!(event, Inbound::Closed | Inbound::Failed(..));
             return Some(event);
         }
     }
@@ -218,4 +226,139 @@ fn encode(frame: Frame) -> Bytes {
         .format(&mut out)
         .expect("writing to a Vec cannot fail");
     out.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A client frame: masked, as RFC 6455 requires of clients.
+    fn client_frame(payload: &[u8], opcode: OpCode, fin: bool, mask: [u8; 4]) -> Vec<u8> {
+        masked(
+            Frame::message(Bytes::copy_from_slice(payload), opcode, fin),
+            mask,
+        )
+    }
+
+    fn masked(mut frame: Frame, mask: [u8; 4]) -> Vec<u8> {
+        frame.header_mut().mask = Some(mask);
+        let mut out = Vec::new();
+        frame.format(&mut out).unwrap();
+        out
+    }
+
+    /// Feeds `wire` in the given chunk sizes and collects what comes out.
+    fn feed(wire: &[u8], chunks: &[usize]) -> Vec<Inbound> {
+        let mut reader = WebSocketReader::new(1 << 20, 64);
+        let mut events = Vec::new();
+        let mut rest = wire;
+        let mut sizes = chunks.iter().cycle();
+        while !rest.is_empty() {
+            let size = (*sizes.next().unwrap()).clamp(1, rest.len());
+            let (mut chunk, tail) = rest.split_at(size);
+            rest = tail;
+            while let Some(event) = reader.next(&mut chunk) {
+                events.push(event);
+            }
+            if matches!(events.last(), Some(Inbound::Closed | Inbound::Failed(..))) {
+                break;
+            }
+            assert!(chunk.is_empty(), "every byte given is taken in");
+        }
+        events
+    }
+
+    proptest! {
+        /// Messages come out whole and in order however they are fragmented and however the
+        /// reads split the stream.
+        #[test]
+        fn messages_survive_any_fragmentation_and_read_split(
+            messages in proptest::collection::vec(("[a-z{}\":é ]{0,300}", 1usize..4), 1..8),
+            chunks in proptest::collection::vec(1usize..200, 1..6),
+            mask in any::<[u8; 4]>(),
+        ) {
+            let mut wire = Vec::new();
+            for (text, fragments) in &messages {
+                let bytes = text.as_bytes();
+                let step = bytes.len().div_ceil(*fragments).max(1);
+                let parts: Vec<&[u8]> = if bytes.is_empty() { vec![&[][..]] } else { bytes.chunks(step).collect() };
+                for (i, part) in parts.iter().enumerate() {
+                    let opcode = if i == 0 { OpCode::Data(Data::Text) } else { OpCode::Data(Data::Continue) };
+                    wire.extend(client_frame(part, opcode, i + 1 == parts.len(), mask));
+                }
+            }
+            let expected: Vec<Inbound> = (messages.iter())
+                .map(|(text, _)| Inbound::Text(Bytes::copy_from_slice(text.as_bytes())))
+                .collect();
+            prop_assert_eq!(feed(&wire, &chunks), expected);
+        }
+
+        /// Arbitrary bytes never panic, and nothing comes after the end.
+        #[test]
+        fn garbage_fails_cleanly(wire in proptest::collection::vec(any::<u8>(), 0..600), chunk in 1usize..64) {
+            let events = feed(&wire, &[chunk]);
+            let ends = events.iter().filter(|e| matches!(e, Inbound::Failed(..) | Inbound::Closed)).count();
+            prop_assert!(ends <= 1);
+            if ends == 1 {
+                prop_assert!(matches!(events.last(), Some(Inbound::Failed(..) | Inbound::Closed)));
+            }
+        }
+    }
+
+    #[test]
+    fn limits_and_protocol_errors_map_to_their_close_codes() {
+        let too_big = client_frame(&[b'x'; 2000], OpCode::Data(Data::Text), true, [9; 4]);
+        let unmasked = [0x81, 0x01, b'x'];
+        let bad_utf8 = client_frame(b"\xff", OpCode::Data(Data::Text), true, [1; 4]);
+        let stray_continuation = client_frame(b"x", OpCode::Data(Data::Continue), true, [1; 4]);
+        for (wire, reason) in [
+            (&too_big[..], CloseReason::FrameTooLarge),
+            (&unmasked[..], CloseReason::Protocol),
+            (&bad_utf8[..], CloseReason::InvalidUtf8),
+            (&stray_continuation[..], CloseReason::Protocol),
+        ] {
+            let mut reader = WebSocketReader::new(1024, 64);
+            let mut input = wire;
+            match reader.next(&mut input) {
+                Some(Inbound::Failed(got, _)) => assert_eq!(got, reason),
+                other => panic!("{reason:?}: got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_ping_is_answered_with_its_payload_and_a_close_with_its_code() {
+        let mut reader = WebSocketReader::new(1024, 64);
+        let ping = masked(Frame::ping(&b"hi"[..]), [3; 4]);
+        let mut input = &ping[..];
+        assert_eq!(reader.next(&mut input), Some(Inbound::Ping));
+        assert_eq!(
+            reader.take_output().as_deref(),
+            Some(&[0x8a, 0x02, b'h', b'i'][..])
+        );
+        let normal = CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        };
+        let close = masked(Frame::close(Some(normal)), [5; 4]);
+        let mut input = &close[..];
+        assert_eq!(reader.next(&mut input), Some(Inbound::Closed));
+        assert_eq!(
+            reader.take_output().as_deref(),
+            Some(&[0x88, 0x02, 0x03, 0xe8][..])
+        );
+    }
+
+    #[test]
+    fn server_frames_are_unmasked_text_without_the_newline() {
+        assert_eq!(&text_frame(b"{}\n")[..], &[0x81, 0x02, b'{', b'}']);
+        let long = text_frame(&[b' '; 300]);
+        assert_eq!(&long[..4], &[0x81, 126, 0x01, 0x2c]);
+        assert_eq!(
+            &close_frame(CloseReason::FrameTooLarge, "")[..],
+            &[0x88, 0x02, 0x03, 0xf1]
+        );
+        assert_eq!(&ping_frame()[..], &[0x89, 0x00]);
+    }
 }

@@ -20,6 +20,7 @@ use crate::chat::protocol::{self, ErrorCode};
 use crate::chat::{Shard, ShardMsg};
 use crate::config::Config;
 use crate::hub::{Inbox, Mail};
+use crate::metrics::{CoreMetrics, Exposition};
 use crate::net::guards::Refusal;
 use crate::net::{CloseReason, Connection, Sockets, Transport};
 use crate::server::{reader, sweeper};
@@ -48,6 +49,9 @@ pub struct Core {
     pub config: Arc<Config>,
     pub shard: Shard,
     pub sockets: Rc<Sockets>,
+    /// This core's counters, and every core's for `/metrics`.
+    pub metrics: Arc<CoreMetrics>,
+    pub exposition: Arc<Exposition>,
     connections: RefCell<HashMap<u64, Rc<Connection>>>,
     next_connection: Cell<u64>,
     phase: Cell<Phase>,
@@ -58,12 +62,20 @@ pub struct Core {
 }
 
 impl Core {
-    pub fn new(config: Arc<Config>, shard: Shard, sockets: Rc<Sockets>) -> Rc<Core> {
+    pub fn new(
+        config: Arc<Config>,
+        shard: Shard,
+        sockets: Rc<Sockets>,
+        metrics: Arc<CoreMetrics>,
+        exposition: Arc<Exposition>,
+    ) -> Rc<Core> {
         let rounds_heard = RefCell::new(vec![0; shard.router.cores()]);
         Rc::new(Core {
             config,
             shard,
             sockets,
+            metrics,
+            exposition,
             connections: RefCell::default(),
             next_connection: Cell::new(0),
             phase: Cell::new(Phase::Running),
@@ -99,17 +111,16 @@ impl Core {
                     format!("your address holds its maximum of {cap} connections")
                 }
             };
-            return conn.finish(
-                protocol::error(ErrorCode::ServerFull, &reason),
-                CloseReason::TryAgainLater,
-            );
+            self.metrics.accepted(Transport::Tcp, Some(&refusal));
+            let frame = protocol::error(ErrorCode::ServerFull, &reason);
+            return conn.finish(frame, CloseReason::Refused);
         }
         let conn = self.register(stream, Transport::Tcp, counted_ip);
         tokio_uring::spawn(reader::serve_tcp(self.clone(), conn));
     }
 
-    /// Makes an admitted socket one of this core's connections (drains, sweeps and shutdown reach
-    /// it from now on); its reader task is the caller's to start.
+    /// Makes an admitted socket one of this core's connections (drains, sweeps, shutdown and the
+    /// metrics count it from now on); its reader task is the caller's to start.
     pub fn register(
         &self,
         stream: TcpStream,
@@ -118,6 +129,7 @@ impl Core {
     ) -> Rc<Connection> {
         let id = self.next_id();
         let conn = Connection::new(&self.sockets, id, stream, transport, counted_ip);
+        self.metrics.accepted(transport, None);
         tracing::debug!(
             core = self.id(),
             conn = id,
@@ -135,6 +147,8 @@ impl Core {
     /// Drops a connection whose reader has ended.
     pub fn forget(&self, conn: &Connection) {
         tracing::debug!(core = self.id(), conn = conn.id, "disconnected");
+        let reason = conn.close_reason().unwrap_or(CloseReason::PeerClosed);
+        self.metrics.closed(conn.transport(), reason);
         self.connections.borrow_mut().remove(&conn.id);
         self.connection_gone.notify_waiters();
     }
@@ -190,7 +204,7 @@ impl Core {
         self.phase.set(Phase::Closing);
         let goodbye = protocol::error(ErrorCode::ServerShutdown, "the server is shutting down");
         for conn in self.connections_snapshot() {
-            conn.finish(goodbye.clone(), CloseReason::GoingAway);
+            conn.finish(goodbye.clone(), CloseReason::Shutdown);
         }
     }
 
@@ -237,7 +251,7 @@ pub async fn run(core: Rc<Core>, listener: TcpListener, inbox: Inbox<ShardMsg>) 
             "drain timeout: closing the rest"
         );
         for conn in stuck {
-            conn.shutdown_now();
+            conn.shutdown_now(CloseReason::Shutdown);
         }
         core.wait_for_connections(tokio::time::Instant::now() + CLOSE_WAIT)
             .await;

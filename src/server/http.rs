@@ -1,5 +1,7 @@
 //! The HTTP port of one core: `/healthz` and `/readyz` for load balancers and orchestrators, and
-//! `/ws`, where a WebSocket client upgrades and becomes a chat connection of this core.
+//! `/ws`, where a WebSocket client upgrades and becomes a chat connection of this core, and
+//! `/metrics` for Prometheus, unless `--metrics-port` gives it a port of its own (served by the same
+//! code, answering `/metrics` alone).
 //!
 //! Every core listens on the port through `SO_REUSEPORT` and serves it on its own runtime, as it
 //! does the chat port: no second runtime, no thread pool. A connection carries one request and is
@@ -18,6 +20,7 @@ use tokio_uring::buf::BoundedBuf;
 use tokio_uring::net::{TcpListener, TcpStream};
 
 use crate::config::MAX_HTTP_HEAD_BYTES;
+use crate::metrics::exposition::CONTENT_TYPE as METRICS_TYPE;
 use crate::net::guards::Admission;
 use crate::net::http::{parse_head, response, Parsed, RequestHead};
 use crate::net::websocket as handshake;
@@ -30,7 +33,15 @@ const FIRST_READ_BYTES: usize = 1024;
 /// bytes would send a reset that can destroy the answer before the client reads it.
 const LINGER_READ_BYTES: usize = 1024;
 
-/// One core's listener on the HTTP port and its accept loop.
+/// The paths a port answers; the others get 404.
+#[derive(Clone, Copy, Debug)]
+pub struct Routes {
+    /// `/healthz`, `/readyz` and `/ws`: what the public HTTP port serves.
+    pub health: bool,
+    pub metrics: bool,
+}
+
+/// One core's listener on the HTTP port (or the metrics port) and its accept loop.
 pub struct HttpPort {
     listener: Rc<TcpListener>,
     stopped: Rc<Cell<bool>>,
@@ -38,13 +49,13 @@ pub struct HttpPort {
 
 impl HttpPort {
     /// Starts accepting; it goes on through the drain, so that `/readyz` can say 503.
-    pub fn start(core: Rc<Core>, listener: TcpListener) -> HttpPort {
+    pub fn start(core: Rc<Core>, listener: TcpListener, routes: Routes) -> HttpPort {
         let port = HttpPort {
             listener: Rc::new(listener),
             stopped: Rc::default(),
         };
         let (listener, stopped) = (port.listener.clone(), port.stopped.clone());
-        tokio_uring::spawn(accept_loop(core, listener, stopped));
+        tokio_uring::spawn(accept_loop(core, listener, stopped, routes));
         port
     }
 
@@ -59,14 +70,20 @@ impl HttpPort {
     }
 }
 
-async fn accept_loop(core: Rc<Core>, listener: Rc<TcpListener>, stopped: Rc<Cell<bool>>) {
+async fn accept_loop(
+    core: Rc<Core>,
+    listener: Rc<TcpListener>,
+    stopped: Rc<Cell<bool>>,
+    routes: Routes,
+) {
+    let port = if routes.health { "http" } else { "metrics" };
     accept_until(
         &core,
         &listener,
-        "http",
+        port,
         || stopped.get(),
         |stream, peer| {
-            tokio_uring::spawn(serve(core.clone(), stream, peer));
+            tokio_uring::spawn(serve(core.clone(), stream, peer, routes));
         },
     )
     .await;
@@ -86,7 +103,7 @@ impl Drop for Admitted {
 
 /// Reads one request head and answers it, then closes; or, for a WebSocket upgrade, hands the
 /// socket (and its place under the caps) to the core as a chat connection.
-async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
+async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr, routes: Routes) {
     let admission = core.sockets.admission.clone();
     let (counted_ip, verdict) = admission.admit(peer.ip());
     let admitted = Admitted {
@@ -104,20 +121,22 @@ async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
         )
     } else {
         match read_head(&stream).await {
-            Some((Parsed::Head(head), buf)) if head.path == "/ws" => match upgrade(&core, &head) {
-                Ok(answer) => {
-                    timer.abort();
-                    let Ok(stream) = Rc::try_unwrap(stream) else {
-                        unreachable!("only the timer, now aborted, held the socket too")
-                    };
-                    // The connection's own guard releases its place under the caps from now on.
-                    std::mem::forget(admitted);
-                    let leftover = &buf[head.length..];
-                    return websocket::adopt(&core, stream, counted_ip, answer, leftover);
+            Some((Parsed::Head(head), buf)) if head.path == "/ws" && routes.health => {
+                match upgrade(&core, &head) {
+                    Ok(answer) => {
+                        timer.abort();
+                        let Ok(stream) = Rc::try_unwrap(stream) else {
+                            unreachable!("only the timer, now aborted, held the socket too")
+                        };
+                        // The connection's own guard releases its place under the caps from now on.
+                        std::mem::forget(admitted);
+                        let leftover = &buf[head.length..];
+                        return websocket::adopt(&core, stream, counted_ip, answer, leftover);
+                    }
+                    Err(refused) => refused,
                 }
-                Err(refused) => refused,
-            },
-            Some((Parsed::Head(head), _)) => route(&core, &head),
+            }
+            Some((Parsed::Head(head), _)) => route(&core, &head, routes),
             Some((Parsed::TooLarge, _)) => response(431, &[], "request head too large\n", false),
             Some((Parsed::Invalid, _)) => response(400, &[], "not an HTTP/1.1 request\n", false),
             Some((Parsed::Partial, _)) | None => return timer.abort(),
@@ -169,19 +188,31 @@ async fn read_head(stream: &TcpStream) -> Option<(Parsed, Vec<u8>)> {
     }
 }
 
-/// The answer to a parsed request: GET (or HEAD) of a known path, 405 for other methods there,
-/// 404 elsewhere.
-fn route(core: &Core, head: &RequestHead) -> Vec<u8> {
-    let (status, body) = match head.path.as_str() {
-        "/healthz" => (200, "ok\n"),
-        "/readyz" if core.takes_input() => (200, "ready\n"),
-        "/readyz" => (503, "draining\n"),
-        _ => return response(404, &[], "not found\n", false),
+/// The answer to a parsed request: GET (or HEAD) of a path this port serves, 405 for other
+/// methods there, 404 elsewhere.
+fn route(core: &Core, head: &RequestHead, routes: Routes) -> Vec<u8> {
+    let path = head.path.as_str();
+    let served = match path {
+        "/healthz" | "/readyz" => routes.health,
+        "/metrics" => routes.metrics,
+        _ => false,
     };
-    match head.method.as_str() {
-        "GET" => response(status, &[], body, false),
-        "HEAD" => response(status, &[], body, true),
-        _ => response(405, &[("Allow", "GET, HEAD")], "use GET\n", false),
+    if !served {
+        return response(404, &[], "not found\n", false);
+    }
+    let head_only = match head.method.as_str() {
+        "GET" => false,
+        "HEAD" => true,
+        _ => return response(405, &[("Allow", "GET, HEAD")], "use GET\n", false),
+    };
+    match path {
+        "/healthz" => response(200, &[], "ok\n", head_only),
+        "/readyz" if core.takes_input() => response(200, &[], "ready\n", head_only),
+        "/readyz" => response(503, &[], "draining\n", head_only),
+        _ => {
+            let metrics = core.exposition.encode();
+            response(200, &[("Content-Type", METRICS_TYPE)], &metrics, head_only)
+        }
     }
 }
 

@@ -4,7 +4,8 @@
 //!   it returns is what tests drive (port 0, then `local_addr`). [`run`] is what the binary does:
 //!   start, wait for SIGINT or SIGTERM, drain, and exit.
 //! - [`core`]: one core's listener, connections, inbox loop and drain.
-//! - [`http`]: one core's share of the HTTP port: `/healthz`, `/readyz` and the `/ws` upgrade.
+//! - [`http`]: one core's share of the HTTP port (`/healthz`, `/readyz`, `/metrics`, the `/ws`
+//!   upgrade) and of the metrics port.
 //! - [`websocket`]: a WebSocket client becomes a connection and session like any other.
 //! - [`reader`]: the task per connection that reads, frames, and hands frames to its session.
 //! - [`sweeper`]: login timeout and keepalive.
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use self::core::Core;
+use self::http::{HttpPort, Routes};
 use crate::chat::directory::Directory;
 use crate::chat::protocol::{self, ErrorCode};
 use crate::chat::rooms::directory::RoomDirectory;
@@ -29,6 +31,7 @@ use crate::chat::{Shard, ShardMsg};
 use crate::config::{Config, RING_CQ_ENTRIES};
 use crate::hub::router::INBOX_BATCHES;
 use crate::hub::{Inbox, Mail, Outbox, Router};
+use crate::metrics::{CoreMetrics, Exposition};
 use crate::net::guards::Admission;
 use crate::net::writer::Writers;
 use crate::net::{SocketLimits, Sockets};
@@ -37,6 +40,7 @@ use crate::net::{SocketLimits, Sockets};
 pub struct Server {
     local_addr: SocketAddr,
     http_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     inboxes: Vec<Outbox<ShardMsg>>,
     threads: Vec<JoinHandle<()>>,
     exits: flume::Receiver<CoreExit>,
@@ -63,21 +67,12 @@ impl Server {
         let addr = startup::resolve(&config.host, config.port)?;
         let listeners = startup::bind_listeners(addr, config.cores, config.listen_backlog)?;
         let local_addr = listeners[0].local_addr().map_err(|e| e.to_string())?;
-        let mut http_listeners: Vec<Option<std::net::TcpListener>> = match config.http_port {
-            Some(port) => {
-                let addr = startup::resolve(&config.host, port)?;
-                let bound = startup::bind_listeners(addr, config.cores, config.listen_backlog)?;
-                bound.into_iter().map(Some).collect()
-            }
-            None => (0..config.cores).map(|_| None).collect(),
-        };
-        let http_addr = match &http_listeners[0] {
-            Some(listener) => Some(listener.local_addr().map_err(|e| e.to_string())?),
-            None => None,
-        };
+        let (mut http_listeners, http_addr) = bind_optional(&config, config.http_port)?;
+        let (mut metrics_listeners, metrics_addr) = bind_optional(&config, config.metrics_port)?;
         tracing::info!(
             %local_addr,
             http = ?http_addr,
+            metrics = ?metrics_addr,
             cores = config.cores,
             open_file_limit = fd_limit,
             max_connections = config.max_connections,
@@ -100,6 +95,8 @@ impl Server {
                 config.max_connections_per_ip,
             )),
         };
+        let metrics: Vec<Arc<CoreMetrics>> = (0..config.cores).map(CoreMetrics::new).collect();
+        let exposition = Arc::new(Exposition::new(metrics.clone()));
         let config = Arc::new(config);
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..config.cores)
             .map(|_| flume::bounded(INBOX_BATCHES))
@@ -107,7 +104,11 @@ impl Server {
         let (exit_tx, exits) = flume::unbounded();
         let mut threads = Vec::with_capacity(config.cores);
         for (id, (listener, inbox)) in listeners.into_iter().zip(receivers).enumerate() {
-            let http = http_listeners[id].take();
+            let listeners = CoreListeners {
+                chat: listener,
+                http: http_listeners[id].take(),
+                metrics: metrics_listeners[id].take(),
+            };
             let cpu = (!cpus.is_empty()).then(|| cpus[id % cpus.len()]);
             let (config, shared, peers, exit_tx) = (
                 config.clone(),
@@ -115,15 +116,21 @@ impl Server {
                 senders.clone(),
                 exit_tx.clone(),
             );
+            let metrics = (metrics[id].clone(), exposition.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("core-{id}"))
                 .spawn(move || {
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        let listeners = CoreListeners {
-                            chat: listener,
-                            http,
+                        let core = CoreParts {
+                            id,
+                            cpu,
+                            shared,
+                            peers,
+                            listeners,
+                            inbox,
+                            metrics,
                         };
-                        run_core(id, cpu, config, shared, peers, listeners, inbox)
+                        run_core(core, config)
                     }))
                     .unwrap_or_else(|_| Err(format!("core {id} panicked")));
                     let _ = exit_tx.send(CoreExit { core: id, result });
@@ -134,6 +141,7 @@ impl Server {
         Ok(Server {
             local_addr,
             http_addr,
+            metrics_addr,
             inboxes: senders,
             threads,
             exits,
@@ -148,6 +156,11 @@ impl Server {
     /// The address of the HTTP port, unless it is off.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
+    }
+
+    /// The address of the metrics port, when `/metrics` has one of its own.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Begins a graceful stop: no new input, SERVER_SHUTDOWN to every client, flush, close.
@@ -186,21 +199,51 @@ struct Shared {
     admission: Arc<Admission>,
 }
 
-/// One core's listeners: its share of the chat port and, unless it is off, of the HTTP port.
+/// Binds one listener per core on `port` of the configured host, unless the port is off; with the
+/// address bound (the real port when 0 was asked for).
+fn bind_optional(
+    config: &Config,
+    port: Option<u16>,
+) -> Result<(Vec<Option<std::net::TcpListener>>, Option<SocketAddr>), String> {
+    let Some(port) = port else {
+        return Ok(((0..config.cores).map(|_| None).collect(), None));
+    };
+    let addr = startup::resolve(&config.host, port)?;
+    let bound = startup::bind_listeners(addr, config.cores, config.listen_backlog)?;
+    let local = bound[0].local_addr().map_err(|e| e.to_string())?;
+    Ok((bound.into_iter().map(Some).collect(), Some(local)))
+}
+
+/// One core's listeners: its share of the chat port and, unless they are off, of the HTTP port and
+/// the metrics port.
 struct CoreListeners {
     chat: std::net::TcpListener,
     http: Option<std::net::TcpListener>,
+    metrics: Option<std::net::TcpListener>,
 }
 
-fn run_core(
+/// What a core thread starts from.
+struct CoreParts {
     id: usize,
     cpu: Option<usize>,
-    config: Arc<Config>,
     shared: Shared,
     peers: Vec<Outbox<ShardMsg>>,
     listeners: CoreListeners,
     inbox: Inbox<ShardMsg>,
-) -> Result<(), String> {
+    /// Its own counters, and what answers `/metrics` from every core's.
+    metrics: (Arc<CoreMetrics>, Arc<Exposition>),
+}
+
+fn run_core(parts: CoreParts, config: Arc<Config>) -> Result<(), String> {
+    let CoreParts {
+        id,
+        cpu,
+        shared,
+        peers,
+        listeners,
+        inbox,
+        metrics: (metrics, exposition),
+    } = parts;
     if let Some(cpu) = cpu {
         if let Err(error) = startup::pin_current_thread(cpu) {
             tracing::warn!(core = id, cpu, %error, "could not pin the core to its CPU");
@@ -219,8 +262,8 @@ fn run_core(
     }
     runtime.block_on(async move {
         let listener = tokio_uring::net::TcpListener::from_std(listeners.chat);
-        let http_listener = listeners.http.map(tokio_uring::net::TcpListener::from_std);
-        let writers = Writers::new(config.inline_send_min, ring).map_err(|error| {
+        let writers = Writers::new(config.inline_send_min, ring, metrics.net.clone());
+        let writers = writers.map_err(|error| {
             format!("core {id}: could not create its writer's eventfd: {error}")
         })?;
         let sockets = Sockets::new(
@@ -236,14 +279,38 @@ fn run_core(
                 ErrorCode::SlowConsumer,
                 "you did not read fast enough: your outbound queue passed its bound",
             ),
+            metrics.chat.clone(),
         );
-        let router = Router::new(id, peers);
-        let shard = Shard::new(id, config.clone(), shared.directory, shared.rooms, router);
-        let core = Core::new(config, shard, sockets);
-        let http_port = http_listener.map(|listener| http::HttpPort::start(core.clone(), listener));
+        let router = Router::new(id, peers, metrics.cross_core.clone());
+        let counters = metrics.chat.clone();
+        let shard = Shard::new(
+            id,
+            config.clone(),
+            shared.directory,
+            shared.rooms,
+            router,
+            counters,
+        );
+        let metrics_apart = config.metrics_port.is_some();
+        let core = Core::new(config, shard, sockets, metrics, exposition);
+        let start = |listener, routes| {
+            let listener = tokio_uring::net::TcpListener::from_std(listener);
+            HttpPort::start(core.clone(), listener, routes)
+        };
+        let public = Routes {
+            health: true,
+            metrics: !metrics_apart,
+        };
+        let only_metrics = Routes {
+            health: false,
+            metrics: true,
+        };
+        let ports: Vec<HttpPort> = (listeners.http.map(|l| start(l, public)).into_iter())
+            .chain(listeners.metrics.map(|l| start(l, only_metrics)))
+            .collect();
         core::run(core, listener, inbox).await;
-        if let Some(http_port) = http_port {
-            http_port.stop();
+        for port in ports {
+            port.stop();
         }
         Ok(())
     })

@@ -10,6 +10,7 @@ use std::rc::Rc;
 
 use tokio_uring::buf::BoundedBuf;
 
+use crate::chat::counters::INVALID;
 use crate::chat::protocol::{self, ErrorCode};
 use crate::chat::session::{self, Session};
 use crate::net::codec::{Event, FrameDecoder};
@@ -67,6 +68,8 @@ pub async fn serve(
         };
         let filled = read == capacity - len;
         conn.heard();
+        let bytes_in = core.sockets.counters.bytes_in.get(conn.transport());
+        bytes_in.add(read as u64);
         if conn.is_closing() || !core.takes_input() {
             // A lingering close or a drain: read to keep the peer's writes from failing, ignore it.
             // A draining server keeps the user logged in, so what it accepted before still reaches
@@ -108,11 +111,12 @@ impl Inbound for Lines {
                 Event::Frame(range) => {
                     session::handle_frame(&core.shard, conn, session, &buf[range])
                 }
-                Event::Invalid => conn.reply(protocol::error(
-                    ErrorCode::InvalidMessage,
-                    "a line that is not one JSON object",
-                )),
-                Event::TooLarge => conn.finish(too_large(core), CloseReason::TooBig),
+                Event::Invalid => {
+                    core.shard.counters.received(conn.transport(), INVALID);
+                    let reason = "a line that is not one JSON object";
+                    conn.reply(protocol::error(ErrorCode::InvalidMessage, reason));
+                }
+                Event::TooLarge => conn.finish(too_large(core), CloseReason::FrameTooLarge),
             }
             if conn.is_closing() {
                 return;

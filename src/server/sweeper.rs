@@ -7,6 +7,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use crate::chat::protocol::{self, ErrorCode};
+use crate::net::counters::PerTransport;
 use crate::net::outbound::OutFrame;
 use crate::net::CloseReason;
 use crate::server::core::Core;
@@ -26,22 +27,24 @@ pub async fn run(core: Rc<Core>) {
             return;
         }
         let now = core.sockets.now_ms();
+        let ping = OutFrame::new(protocol::ping());
+        let mut pinged = PerTransport::<u64>::default();
         for conn in core.connections_snapshot() {
             let silent = now.saturating_sub(conn.last_heard_ms());
             if !conn.is_identified() && now.saturating_sub(conn.accepted_ms()) >= login_timeout {
                 let reason = "log in within the login timeout";
-                conn.finish(
-                    protocol::error(ErrorCode::LoginTimeout, reason),
-                    CloseReason::Policy,
-                );
+                let frame = protocol::error(ErrorCode::LoginTimeout, reason);
+                conn.finish(frame, CloseReason::LoginTimeout);
             } else if silent >= 3 * ping_interval {
                 tracing::debug!(conn = conn.id, "no answer to ping: closing");
-                conn.shutdown_now();
+                conn.shutdown_now(CloseReason::PingTimeout);
             } else if silent >= ping_interval && !conn.was_pinged() {
                 conn.mark_pinged();
                 // A sweep pings thousands at once, like a fan-out: each waits for its turn.
-                conn.ping(OutFrame::new(protocol::ping()));
+                conn.ping(ping.clone());
+                *pinged.get_mut(conn.transport()) += 1;
             }
         }
+        core.sockets.count_sent(ping.as_bytes(), &pinged);
     }
 }

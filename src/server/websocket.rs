@@ -9,6 +9,7 @@ use std::rc::Rc;
 
 use tokio_uring::net::TcpStream;
 
+use crate::chat::counters::INVALID;
 use crate::chat::protocol::{self, ErrorCode};
 use crate::chat::session::{self, Session};
 use crate::net::websocket::{self, Inbound as Message, WebSocketReader};
@@ -68,10 +69,11 @@ impl Inbound for Messages {
                     conn.send_wire(websocket::echo_frame(bytes, false))
                 }
                 Message::Text(frame) => session::handle_frame(&core.shard, conn, session, &frame),
-                Message::Binary(_) => conn.reply(protocol::error(
-                    ErrorCode::InvalidMessage,
-                    "send each frame as a text message",
-                )),
+                Message::Binary(_) => {
+                    core.shard.counters.received(conn.transport(), INVALID);
+                    let reason = "send each frame as a text message";
+                    conn.reply(protocol::error(ErrorCode::InvalidMessage, reason));
+                }
                 // Its pong goes before anything the next messages cause, as the client expects.
                 Message::Ping => {
                     if let Some(pong) = self.reader.take_output() {
@@ -80,15 +82,15 @@ impl Inbound for Messages {
                 }
                 Message::Closed => {
                     let reply = self.reader.take_output();
-                    conn.finish_wire(
-                        reply.unwrap_or_else(|| websocket::close_frame(CloseReason::Normal, "")),
-                    );
+                    let reason = CloseReason::Disconnect;
+                    let reply = reply.unwrap_or_else(|| websocket::close_frame(reason, ""));
+                    conn.finish_wire(reply, reason);
                 }
-                Message::Failed(CloseReason::TooBig, _) if !self.echo => {
-                    conn.finish(reader::too_large(core), CloseReason::TooBig)
+                Message::Failed(CloseReason::FrameTooLarge, _) if !self.echo => {
+                    conn.finish(reader::too_large(core), CloseReason::FrameTooLarge)
                 }
                 Message::Failed(reason, text) => {
-                    conn.finish_wire(websocket::close_frame(reason, &text))
+                    conn.finish_wire(websocket::close_frame(reason, &text), reason)
                 }
             }
             if conn.is_closing() {

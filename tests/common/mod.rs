@@ -20,6 +20,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// The HTTP port (a free one, unless a test turns it off).
     pub http: Option<SocketAddr>,
+    /// The metrics port, when a test gives `/metrics` one of its own.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl TestServer {
@@ -39,10 +41,12 @@ impl TestServer {
         let server = Server::start(config).expect("server starts");
         let addr = server.local_addr();
         let http = server.http_addr();
+        let metrics = server.metrics_addr();
         TestServer {
             server: Some(server),
             addr,
             http,
+            metrics,
         }
     }
 

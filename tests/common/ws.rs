@@ -1,5 +1,6 @@
 //! A WebSocket protocol client over a real socket, for the `/ws` tests (tungstenite, client side).
 
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
 use serde_json::Value;
@@ -10,7 +11,7 @@ use tungstenite::{Message, WebSocket};
 use super::{content_of, READ_TIMEOUT};
 
 pub struct WsClient {
-    pub socket: WebSocket<TcpStream>,
+    pub socket: WebSocket<Retrying>,
     pub user_id: String,
     pub core: usize,
 }
@@ -30,8 +31,8 @@ impl WsClient {
         let stream = TcpStream::connect(http).expect("connect");
         stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();
-        let (socket, response) =
-            tungstenite::client(format!("ws://{http}/ws"), stream).expect("WebSocket upgrade");
+        let (socket, response) = tungstenite::client(format!("ws://{http}/ws"), Retrying(stream))
+            .expect("WebSocket upgrade");
         assert_eq!(response.status(), 101);
         WsClient {
             socket,
@@ -67,15 +68,8 @@ impl WsClient {
             .expect("send a frame");
     }
 
-    /// The next message. A signal meant for the in-process server can interrupt the read; it is
-    /// retried (std's buffered readers do the same).
     pub fn read(&mut self) -> tungstenite::Result<Message> {
-        loop {
-            match self.socket.read() {
-                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                other => return other,
-            }
-        }
+        self.socket.read()
     }
 
     /// The next text message, exactly.
@@ -127,5 +121,35 @@ impl WsClient {
                 reason: "".into(),
             }))
             .expect("send a close");
+    }
+}
+
+/// A socket whose reads and writes retry when a signal interrupts them (EINTR), as std's buffered
+/// readers do: the server runs in the test process, and tungstenite passes EINTR up as an error.
+pub struct Retrying(pub TcpStream);
+
+impl Read for Retrying {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.0.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => return other,
+            }
+        }
+    }
+}
+
+impl Write for Retrying {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            match self.0.write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => return other,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
     }
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::chat::counters::ChatCounters;
 use crate::chat::presence::{PresenceBatch, Scope};
 use crate::chat::protocol::{self, ErrorCode, UserEntry};
 use crate::chat::user_id::UserId;
@@ -76,6 +77,8 @@ pub struct OwnedRooms {
     directory: Arc<RoomDirectory>,
     rooms: HashMap<RoomName, OwnedRoom>,
     ledger: Ledger,
+    /// Where the rooms, memberships and history bytes of this core are counted.
+    counters: Arc<ChatCounters>,
     /// Rooms with joins or leaves not yet announced, and empty rooms waiting for expiry.
     presence_due: Vec<RoomName>,
     empty: Vec<RoomName>,
@@ -90,6 +93,7 @@ impl OwnedRooms {
         cores: usize,
         limits: OwnerLimits,
         directory: Arc<RoomDirectory>,
+        counters: Arc<ChatCounters>,
     ) -> OwnedRooms {
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -100,6 +104,7 @@ impl OwnedRooms {
             ledger: Ledger::new(limits.history_budget),
             limits,
             directory,
+            counters,
             rooms: HashMap::new(),
             presence_due: Vec::new(),
             empty: Vec::new(),
@@ -123,6 +128,7 @@ impl OwnedRooms {
         }
         let state = self.rooms.get_mut(room).expect("created above");
         if state.members.insert(user, username.clone()).is_none() {
+            self.counters.memberships.add(1);
             let core = user.core();
             state.members_on[core] += 1;
             if state.members_on[core] == 1 {
@@ -159,6 +165,7 @@ impl OwnedRooms {
 
     fn create(&mut self, room: &RoomName) {
         self.directory.list(room);
+        self.counters.rooms.add(1);
         self.created += 1;
         let epoch = format!("{}{:x}", self.epoch_prefix, self.created);
         self.rooms.insert(
@@ -186,6 +193,7 @@ impl OwnedRooms {
         if state.members.remove(&user).is_none() {
             return;
         }
+        self.counters.memberships.add(-1);
         let core = user.core();
         state.members_on[core] -= 1;
         if state.members_on[core] == 0 {
@@ -225,6 +233,7 @@ impl OwnedRooms {
         self.ledger.added(room.clone(), state.seq, frame.len());
         self.ledger.freed(freed);
         self.enforce_budget();
+        self.counters.history_bytes.set(self.ledger.bytes() as i64);
         Some(frame)
     }
 
@@ -298,6 +307,8 @@ impl OwnedRooms {
                 bytes: state.history.bytes(),
             });
             self.directory.remove(&room);
+            self.counters.rooms.add(-1);
+            self.counters.history_bytes.set(self.ledger.bytes() as i64);
             tracing::debug!(core = self.core, %room, "idle room dropped");
         }
         self.empty = waiting;

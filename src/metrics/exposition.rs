@@ -1,0 +1,316 @@
+//! The `/metrics` answer: every core's counters, read and merged at scrape time, written in the
+//! Prometheus text format (version 0.0.4) by prometheus-client.
+//!
+//! prometheus-client's own metric types are shared atomics that every core would update; here its
+//! [`Collector`] reads the per-core counters instead, and its encoder writes the format. Its text
+//! encoder, not its OpenMetrics one: promtool 2.42 (Debian's) rejects OpenMetrics counters for
+//! lacking help, since their HELP names `foo` and their sample `foo_total`.
+//!
+//! Series with a fixed set of labels are always written, zeros included; frames by kind only for
+//! the kinds seen, since most pairs of transport and kind never occur.
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use super::{CoreMetrics, REFUSALS};
+use crate::chat::counters::{ByKind, KINDS};
+use crate::chat::protocol::ErrorCode;
+use crate::net::counters::{Counter, PerTransport, PASS_BUCKETS, TRANSPORTS};
+use crate::net::CloseReason;
+
+/// The `Content-Type` of the answer.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// What answers `/metrics`: one per server, shared by the cores.
+#[derive(Debug)]
+pub struct Exposition {
+    registry: Registry,
+}
+
+impl Exposition {
+    pub fn new(cores: Vec<Arc<CoreMetrics>>) -> Exposition {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Cores(cores)));
+        Exposition { registry }
+    }
+
+    /// The text a scrape gets.
+    pub fn encode(&self) -> String {
+        let mut text = String::with_capacity(16 * 1024);
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+#[derive(Debug)]
+struct Cores(Vec<Arc<CoreMetrics>>);
+
+type Written = Result<(), std::fmt::Error>;
+/// Reads one number of a core.
+type Read = fn(&CoreMetrics) -> u64;
+type ReadLevel = fn(&CoreMetrics) -> i64;
+
+/// Counters without labels: name, help, what to read.
+const COUNTERS: [(&str, &str, Read); 4] = [
+    (
+        "uring_chat_connections_accepted",
+        "Chat connections accepted, refused ones included.",
+        |core| core.accepted.get(),
+    ),
+    (
+        "uring_chat_slow_consumer_disconnects",
+        "Clients cut off for owing more than --max-outbound-bytes.",
+        |core| core.closed[SLOW_CONSUMER].get(),
+    ),
+    (
+        "uring_chat_rate_limited_frames",
+        "Frames refused by flood control (--rate-limit).",
+        |core| core.net.rate_limited.get(),
+    ),
+    (
+        "uring_chat_cross_core_messages",
+        "Messages (and drain signals) one core handed to another.",
+        |core| core.cross_core.get(),
+    ),
+];
+
+/// Gauges summed over the cores.
+const GAUGES: [(&str, &str, ReadLevel); 4] = [
+    (
+        "uring_chat_outbound_queued_bytes",
+        "Bytes owed to clients: queued or being written.",
+        |core| core.net.outbound_queued.get(),
+    ),
+    ("uring_chat_rooms", "Rooms that exist.", |core| {
+        core.chat.rooms.get()
+    }),
+    (
+        "uring_chat_room_memberships",
+        "Room memberships, over all rooms.",
+        |core| core.chat.memberships.get(),
+    ),
+    (
+        "uring_chat_history_bytes",
+        "Bytes the rooms' histories hold.",
+        |core| core.chat.history_bytes.get(),
+    ),
+];
+
+/// Where slow consumers are in [`CloseReason::ALL`].
+const SLOW_CONSUMER: usize = 5;
+
+impl Collector for Cores {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Written {
+        let build = [("version", env!("CARGO_PKG_VERSION"))];
+        let info = MetricType::Info;
+        metric(
+            &mut encoder,
+            "uring_chat_build",
+            "The running build.",
+            info,
+            |m| m.encode_info(&build),
+        )?;
+        self.connections(&mut encoder)?;
+        for (name, help, read) in COUNTERS {
+            let total = self.sum(read);
+            metric(&mut encoder, name, help, MetricType::Counter, |m| {
+                m.encode_counter::<NoLabelSet, _, u64>(&total, None)
+            })?;
+        }
+        for (name, help, read) in GAUGES {
+            let level: i64 = self.0.iter().map(|core| read(core)).sum();
+            metric(&mut encoder, name, help, MetricType::Gauge, |m| {
+                m.encode_gauge(&level)
+            })?;
+        }
+        let received = "Frames received";
+        self.frames(&mut encoder, "received", received, |c| &c.chat.received)?;
+        self.frames(&mut encoder, "sent", "Frames queued to clients", |c| {
+            &c.chat.sent
+        })?;
+        self.bytes(&mut encoder, "received", |c| &c.net.bytes_in)?;
+        self.bytes(&mut encoder, "sent", |c| &c.net.bytes_out)?;
+        let help = "Error frames sent to clients, by code.";
+        metric(
+            &mut encoder,
+            "uring_chat_protocol_errors",
+            help,
+            MetricType::Counter,
+            |m| {
+                for (i, code) in ErrorCode::ALL.iter().enumerate() {
+                    let total = self.sum(|core| core.chat.errors[i].get());
+                    count(m, &[("code", code.as_str())], total)?;
+                }
+                Ok(())
+            },
+        )?;
+        self.pass_histogram(&mut encoder)
+    }
+}
+
+impl Cores {
+    fn sum(&self, read: impl Fn(&CoreMetrics) -> u64) -> u64 {
+        self.0.iter().map(|core| read(core)).sum()
+    }
+
+    /// Connections open (by core: SO_REUSEPORT's spread is worth seeing), refused and closed.
+    fn connections(&self, encoder: &mut DescriptorEncoder) -> Written {
+        let help = "Chat connections open, by transport and core.";
+        metric(
+            encoder,
+            "uring_chat_connections",
+            help,
+            MetricType::Gauge,
+            |m| {
+                for core in &self.0 {
+                    let id = core.core.to_string();
+                    for (transport, gauge) in core.open.iter() {
+                        let labels = [("transport", transport.label()), ("core", id.as_str())];
+                        m.encode_family(&labels)?.encode_gauge(&gauge.get())?;
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        let name = "uring_chat_connections_rejected";
+        let help = "Chat connections refused at accept, by reason.";
+        metric(encoder, name, help, MetricType::Counter, |m| {
+            for (i, reason) in REFUSALS.iter().enumerate() {
+                let total = self.sum(|core| core.rejected[i].get());
+                count(m, &[("reason", *reason)], total)?;
+            }
+            Ok(())
+        })?;
+        let name = "uring_chat_connections_closed";
+        let help = "Chat connections that ended, by reason.";
+        metric(encoder, name, help, MetricType::Counter, |m| {
+            for (i, reason) in CloseReason::ALL.iter().enumerate() {
+                if *reason != CloseReason::Refused {
+                    let total = self.sum(|core| core.closed[i].get());
+                    count(m, &[("reason", reason.label())], total)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn frames(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        direction: &str,
+        help: &str,
+        family: impl Fn(&CoreMetrics) -> &ByKind,
+    ) -> Written {
+        let name = format!("uring_chat_frames_{direction}");
+        let help = format!("{help}, by transport and kind (the frame's type).");
+        metric(encoder, &name, &help, MetricType::Counter, |m| {
+            for transport in TRANSPORTS {
+                for (i, kind) in KINDS.iter().enumerate() {
+                    let total = self.sum(|core| family(core).get(transport)[i].get());
+                    if total > 0 {
+                        count(
+                            m,
+                            &[("transport", transport.label()), ("kind", kind)],
+                            total,
+                        )?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn bytes(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        direction: &str,
+        family: impl Fn(&CoreMetrics) -> &PerTransport<Counter>,
+    ) -> Written {
+        let name = format!("uring_chat_bytes_{direction}");
+        let help = format!("Bytes {direction} on chat connections, by transport.");
+        metric(encoder, &name, &help, MetricType::Counter, |m| {
+            for transport in TRANSPORTS {
+                let total = self.sum(|core| family(core).get(transport).get());
+                count(m, &[("transport", transport.label())], total)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn pass_histogram(&self, encoder: &mut DescriptorEncoder) -> Written {
+        let mut counts = [0u64; PASS_BUCKETS.len() + 1];
+        let mut sum = 0.0;
+        for core in &self.0 {
+            let (core_counts, core_sum) = core.net.fan_out_passes.snapshot();
+            for (total, count) in counts.iter_mut().zip(core_counts) {
+                *total += count;
+            }
+            sum += core_sum;
+        }
+        let bounds = PASS_BUCKETS.iter().copied().chain([f64::INFINITY]);
+        let buckets: Vec<(f64, u64)> = bounds.zip(counts).collect();
+        let name = "uring_chat_fan_out_pass_duration_seconds";
+        let help = "How long the writer's fan-out passes took (turns reaching --inline-send-min connections).";
+        metric(encoder, name, help, MetricType::Histogram, |m| {
+            m.encode_histogram::<NoLabelSet>(sum, counts.iter().sum(), &buckets, None)
+        })
+    }
+}
+
+/// Writes one metric's HELP and TYPE lines, then its samples.
+fn metric(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    metric_type: MetricType,
+    samples: impl FnOnce(&mut MetricEncoder) -> Written,
+) -> Written {
+    samples(&mut encoder.encode_descriptor(name, help, None, metric_type)?)
+}
+
+/// One labelled sample of a counter.
+fn count(metric: &mut MetricEncoder, labels: &impl EncodeLabelSet, value: u64) -> Written {
+    metric
+        .encode_family(labels)?
+        .encode_counter::<NoLabelSet, _, u64>(&value, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::counters::FrameTally;
+    use crate::net::Transport;
+
+    #[test]
+    fn merges_the_cores_and_names_every_metric() {
+        let cores = [CoreMetrics::new(0), CoreMetrics::new(1)];
+        cores[0].accepted(Transport::Tcp, None);
+        cores[1].accepted(Transport::Tcp, None);
+        cores[1].closed(Transport::Tcp, CloseReason::SlowConsumer);
+        cores[0]
+            .chat
+            .sent(Transport::Tcp, b"{\"type\":\"chat\"}", 5);
+        cores[1]
+            .chat
+            .sent(Transport::Tcp, b"{\"type\":\"chat\"}", 2);
+        assert_eq!(CloseReason::ALL[SLOW_CONSUMER], CloseReason::SlowConsumer);
+        let text = Exposition::new(cores.to_vec()).encode();
+        for line in [
+            "uring_chat_build_info{version=\"",
+            "uring_chat_connections{transport=\"tcp\",core=\"0\"} 1\n",
+            "uring_chat_connections{transport=\"tcp\",core=\"1\"} 0\n",
+            "uring_chat_connections_accepted_total 2\n",
+            "uring_chat_connections_closed_total{reason=\"slow_consumer\"} 1\n",
+            "uring_chat_slow_consumer_disconnects_total 1\n",
+            "uring_chat_frames_sent_total{transport=\"tcp\",kind=\"chat\"} 7\n",
+            "uring_chat_fan_out_pass_duration_seconds_bucket{le=\"+Inf\"} 0\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
+}
