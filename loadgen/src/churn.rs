@@ -10,13 +10,16 @@
 //! uring-chat: a cycle is `{"type":"disconnect"}`, waiting for the server to close, and a new
 //! connection logging in under a new name (`lg<run>-ch<i>.<n>`, since the old name is freed
 //! asynchronously). Redis: `UNSUBSCRIBE` and `SUBSCRIBE` again on the same connection. A cycle
-//! counts once the login answer (the `subscribe` confirmation) is back.
+//! counts once the login answer (the `subscribe` confirmation) is back. With `--transport ws` the
+//! churning clients are WebSocket clients too, each login a new upgrade.
 
-use crate::connect::{self, Login};
-use crate::options::Protocol;
+use crate::connect::{self, Dial, Login};
+use crate::framing::Framer;
+use crate::options::{Protocol, Transport};
 use crate::redis;
 use crate::report::ChurnReport;
-use crate::stamp::LineBuffer;
+use crate::stamp::{LineBuffer, MAX_FRAME};
+use crate::ws;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,6 +33,7 @@ use tokio::sync::Notify;
 pub struct ChurnConfig {
     pub target: SocketAddr,
     pub protocol: Protocol,
+    pub transport: Transport,
     /// Cycles per second over all churning clients.
     pub rate: f64,
     pub clients: usize,
@@ -176,7 +180,12 @@ async fn client(cfg: Rc<ChurnConfig>, i: usize, churn: Rc<Notify>, counts: Arc<C
                 channels: vec![cfg.channel.clone()],
             },
         };
-        let est = match connect::connect(cfg.target, None, &login, &cfg.join, cfg.timeout).await {
+        let dial = Dial {
+            target: cfg.target,
+            source: None,
+            transport: cfg.transport,
+        };
+        let est = match connect::connect(dial, &login, &cfg.join, cfg.timeout).await {
             Ok(e) => e,
             Err(connect::ConnectError::Limit(e) | connect::ConnectError::Failed(e)) => {
                 fail(&counts, e);
@@ -190,36 +199,82 @@ async fn client(cfg: Rc<ChurnConfig>, i: usize, churn: Rc<Notify>, counts: Arc<C
         }
         n += 1;
         match cfg.protocol {
-            Protocol::UringChat => chat_session(est.stream, &churn, &counts, cfg.timeout).await,
+            Protocol::UringChat => {
+                let (stream, left) = (est.stream, est.leftover);
+                chat_session(stream, left, cfg.transport, &churn, &counts, cfg.timeout).await
+            }
             Protocol::Redis => redis_session(est.stream, &cfg.channel, &churn, &counts).await,
         }
     }
 }
 
 /// Reads (and drops) what a logged-in uring-chat client is sent until it is told to churn, then
-/// logs out and waits for the server to close.
-async fn chat_session(mut s: TcpStream, churn: &Notify, counts: &ChurnCounts, timeout: Duration) {
-    let mut buf = vec![0u8; 16 * 1024];
+/// logs out and waits for the server to close. `leftover` is what came with the login reply.
+async fn chat_session(
+    mut s: TcpStream,
+    leftover: Vec<u8>,
+    transport: Transport,
+    churn: &Notify,
+    counts: &ChurnCounts,
+    timeout: Duration,
+) {
+    let mut buf = LineBuffer::new(16 * 1024, MAX_FRAME);
+    buf.extend(&leftover);
     loop {
-        tokio::select! {
-            r = s.read(&mut buf) => match r {
-                Ok(0) | Err(_) => return fail(counts, "server closed a churning client".into()),
-                Ok(_) => {}
-            },
+        let Some(spare) = buf.spare() else {
+            return fail(counts, "frame too large for a churning client".into());
+        };
+        let read = tokio::select! {
+            r = s.read(spare) => r,
             _ = churn.notified() => break,
+        };
+        if !swallow(&mut s, &mut buf, transport, read).await {
+            return fail(counts, "server closed a churning client".into());
         }
     }
-    if s.write_all(b"{\"type\":\"disconnect\"}\n").await.is_err() {
+    let logout = Framer::new(transport).frame(b"{\"type\":\"disconnect\"}\n");
+    if s.write_all(&logout).await.is_err() {
         return;
     }
     let _ = tokio::time::timeout(timeout, async {
-        while let Ok(n) = s.read(&mut buf).await {
-            if n == 0 {
+        while let Some(spare) = buf.spare() {
+            let read = s.read(spare).await;
+            if !swallow(&mut s, &mut buf, transport, read).await {
                 break;
             }
         }
     })
     .await;
+}
+
+/// Drops what one read of a churning client brought; `false` once the connection is over. Over
+/// WebSocket the frames are parsed: pings get their pong, the server's close gets a close back.
+async fn swallow(
+    s: &mut TcpStream,
+    buf: &mut LineBuffer,
+    transport: Transport,
+    read: std::io::Result<usize>,
+) -> bool {
+    match read {
+        Ok(0) | Err(_) => return false,
+        Ok(n) => buf.advance(n),
+    }
+    if transport == Transport::Tcp {
+        buf.consume(buf.data().len());
+        return true;
+    }
+    let c = ws::drain(buf, |_| {});
+    let mut reply = Vec::new();
+    if let Some(p) = &c.ping {
+        ws::push_pong(&mut reply, p.as_slice());
+    }
+    if let Some(p) = &c.close {
+        ws::push_close(&mut reply, p.as_slice());
+    }
+    if !reply.is_empty() && s.write_all(&reply).await.is_err() {
+        return false;
+    }
+    c.close.is_none() && c.error.is_none()
 }
 
 /// A Redis churning client never reconnects: each cycle is UNSUBSCRIBE + SUBSCRIBE on this
@@ -272,6 +327,7 @@ pub(crate) fn start_for(
     let churn = spawn(ChurnConfig {
         target: SocketAddr::new(o.host.into(), o.port),
         protocol: o.protocol,
+        transport: o.transport,
         rate: o.churn,
         clients,
         run_id: run_id.to_string(),

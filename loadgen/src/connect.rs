@@ -1,9 +1,11 @@
-//! Phase 1: one client's TCP connect and login (uring-chat `connect`, then `join` with `--rooms`;
-//! or Redis `SUBSCRIBE`).
+//! Phase 1: one client's TCP connect, WebSocket upgrade with `--transport ws`, and login
+//! (uring-chat `connect`, then `join` with `--rooms`; or Redis `SUBSCRIBE`).
 //!
 //! Login replies are parsed with serde_json: it happens once per client, unlike deliveries.
 
+use crate::framing::{next_frame, Framer};
 use crate::limits::limit_error;
+use crate::options::Transport;
 use crate::redis;
 use crate::room_wire::{join_line, push_join, JoinLine};
 use crate::stamp::{LineBuffer, MAX_FRAME};
@@ -33,7 +35,8 @@ pub enum Login {
 /// A logged-in connection.
 pub struct Established {
     pub stream: TcpStream,
-    /// Bytes read after the login reply (e.g. a first presence frame), to be processed as deliveries.
+    /// Bytes read after the login reply (e.g. a first presence frame; with WebSocket, raw frame
+    /// bytes), to be processed as deliveries.
     pub leftover: Vec<u8>,
     /// The userID (uring-chat) or the (first) subscribed channel (Redis).
     pub id: String,
@@ -59,16 +62,24 @@ impl From<io::Error> for ConnectError {
     }
 }
 
-/// Connects (from `source` if given) and logs in, then (uring-chat) joins the rooms `join`, all
-/// within `timeout`. Redis subscribes to its rooms through its `Login` instead.
+/// Where and how a client connects.
+#[derive(Clone, Copy, Debug)]
+pub struct Dial {
+    pub target: SocketAddr,
+    /// Bind to this loopback address first (`--source-ips`).
+    pub source: Option<Ipv4Addr>,
+    pub transport: Transport,
+}
+
+/// Connects, upgrades to WebSocket if `dial` says so, and logs in, then (uring-chat) joins the
+/// rooms `join`, all within `timeout`. Redis subscribes to its rooms through its `Login` instead.
 pub async fn connect(
-    target: SocketAddr,
-    source: Option<Ipv4Addr>,
+    dial: Dial,
     login: &Login,
     join: &[u32],
     timeout: Duration,
 ) -> Result<Established, ConnectError> {
-    match tokio::time::timeout(timeout, connect_inner(target, source, login, join)).await {
+    match tokio::time::timeout(timeout, connect_inner(dial, login, join)).await {
         Ok(r) => r,
         Err(_) => Err(ConnectError::Failed(format!(
             "connect + login took longer than {timeout:?}"
@@ -77,13 +88,12 @@ pub async fn connect(
 }
 
 async fn connect_inner(
-    target: SocketAddr,
-    source: Option<Ipv4Addr>,
+    dial: Dial,
     login: &Login,
     join: &[u32],
 ) -> Result<Established, ConnectError> {
     let socket = TcpSocket::new_v4()?;
-    if let Some(ip) = source {
+    if let Some(ip) = dial.source {
         // Let connect() pick the port for the full 4-tuple, so each source address has its own
         // ~28,000 ephemeral ports towards one destination.
         let one: libc::c_int = 1;
@@ -99,21 +109,26 @@ async fn connect_inner(
         }
         socket.bind(SocketAddr::V4(SocketAddrV4::new(ip, 0)))?;
     }
-    let mut stream = socket.connect(target).await?;
+    let mut stream = socket.connect(dial.target).await?;
     stream.set_nodelay(true)?;
+    let leftover = match dial.transport {
+        Transport::Tcp => Vec::new(),
+        Transport::Ws => crate::ws_upgrade::upgrade(&mut stream, dial.target).await?,
+    };
     match login {
         Login::None => Ok(Established {
             stream,
-            leftover: Vec::new(),
+            leftover,
             id: String::new(),
             rooms: Vec::new(),
         }),
         Login::Chat { name } => {
             let frame = format!("{{\"type\":\"connect\",\"content\":{}}}\n", json_str(name));
-            stream.write_all(frame.as_bytes()).await?;
-            let mut est = chat_login_reply(stream).await?;
+            let frame = Framer::new(dial.transport).frame(frame.as_bytes());
+            stream.write_all(&frame).await?;
+            let mut est = chat_login_reply(stream, dial.transport, leftover).await?;
             if !join.is_empty() {
-                join_rooms(&mut est, join).await?;
+                join_rooms(&mut est, dial.transport, join).await?;
             }
             Ok(est)
         }
@@ -128,47 +143,81 @@ async fn connect_inner(
 /// `join_response`. A room counts as joined only then (the server delivers nothing at or below the
 /// response's seq), and that seq is where the member's order check starts.
 ///
-/// Sends one write with every join, then reads until each room has answered. Lines after the last
-/// `join_response` stay in `est.leftover` for the receive loop.
-async fn join_rooms(est: &mut Established, rooms: &[u32]) -> Result<(), ConnectError> {
+/// Sends one write with every join, then reads until each room has answered. What follows the last
+/// `join_response` stays in `est.leftover` for the receive loop.
+async fn join_rooms(
+    est: &mut Established,
+    transport: Transport,
+    rooms: &[u32],
+) -> Result<(), ConnectError> {
+    let mut framer = Framer::new(transport);
     let mut frames = Vec::with_capacity(rooms.len() * 32);
     for &r in rooms {
-        push_join(&mut frames, r);
+        framer.push(&mut frames, |b| push_join(b, r));
     }
     est.stream.write_all(&frames).await?;
     // A join_response lists the room's members, so it may be large.
     let mut buf = LineBuffer::new(4096, MAX_FRAME);
     buf.extend(&std::mem::take(&mut est.leftover));
     let mut joined: Vec<(u32, u64)> = Vec::with_capacity(rooms.len());
+    read_until(
+        &mut est.stream,
+        &mut buf,
+        transport,
+        "join reply",
+        |line| match join_line(line) {
+            JoinLine::Joined { room, seq } => {
+                if rooms.contains(&room) && !joined.iter().any(|j| j.0 == room) {
+                    joined.push((room, seq));
+                }
+                (joined.len() == rooms.len()).then_some(Ok(()))
+            }
+            JoinLine::Refused(why) => {
+                Some(Err(ConnectError::Failed(format!("join refused: {why}"))))
+            }
+            JoinLine::Other => None,
+        },
+    )
+    .await?;
+    est.leftover = buf.data().to_vec();
+    est.rooms = joined;
+    Ok(())
+}
+
+/// Reads protocol frames (lines, or WebSocket text messages) into `buf` until `f` decides on one;
+/// the bytes after that frame stay in `buf`. `what` names the reply in errors.
+async fn read_until<T>(
+    stream: &mut TcpStream,
+    buf: &mut LineBuffer,
+    transport: Transport,
+    what: &str,
+    mut f: impl FnMut(&[u8]) -> Option<Result<T, ConnectError>>,
+) -> Result<T, ConnectError> {
     loop {
         let mut used = 0;
-        for nl in memchr::memchr_iter(b'\n', buf.data()) {
-            let line = &buf.data()[used..nl];
-            used = nl + 1;
-            match join_line(line) {
-                JoinLine::Joined { room, seq } => {
-                    if rooms.contains(&room) && !joined.iter().any(|j| j.0 == room) {
-                        joined.push((room, seq));
-                    }
-                    if joined.len() == rooms.len() {
-                        est.leftover = buf.data()[used..].to_vec();
-                        est.rooms = joined;
-                        return Ok(());
-                    }
+        let mut outcome = None;
+        while outcome.is_none() {
+            match next_frame(transport, &buf.data()[used..]) {
+                Ok(None) => break,
+                Ok(Some((n, frame))) => {
+                    used += n;
+                    outcome = frame.and_then(&mut f);
                 }
-                JoinLine::Refused(why) => {
-                    return Err(ConnectError::Failed(format!("join refused: {why}")))
-                }
-                JoinLine::Other => {}
+                Err(e) => return Err(ConnectError::Failed(format!("{what}: {e}"))),
             }
         }
         buf.consume(used);
+        if let Some(r) = outcome {
+            return r;
+        }
         let spare = buf
             .spare()
-            .ok_or_else(|| ConnectError::Failed("join reply larger than 4 MiB".into()))?;
-        let n = est.stream.read(spare).await?;
+            .ok_or_else(|| ConnectError::Failed(format!("{what} too large")))?;
+        let n = stream.read(spare).await?;
         if n == 0 {
-            return Err(ConnectError::Failed("server closed while joining".into()));
+            return Err(ConnectError::Failed(format!(
+                "server closed before the {what}"
+            )));
         }
         buf.advance(n);
     }
@@ -179,42 +228,21 @@ fn json_str(s: &str) -> String {
     serde_json::to_string(s).expect("string serializes")
 }
 
-async fn chat_login_reply(mut stream: TcpStream) -> Result<Established, ConnectError> {
+/// Reads until the login's answer; bytes after it become `leftover` (a first presence frame...).
+async fn chat_login_reply(
+    mut stream: TcpStream,
+    transport: Transport,
+    leftover: Vec<u8>,
+) -> Result<Established, ConnectError> {
     let mut buf = LineBuffer::new(4096, 1 << 20);
-    loop {
-        let spare = buf
-            .spare()
-            .ok_or_else(|| ConnectError::Failed("login reply larger than 1 MiB".into()))?;
-        let n = stream.read(spare).await?;
-        if n == 0 {
-            return Err(ConnectError::Failed("server closed during login".into()));
-        }
-        buf.advance(n);
-        let mut outcome: Option<Result<String, ConnectError>> = None;
-        let mut consumed = 0;
-        let data = buf.data();
-        for nl in memchr::memchr_iter(b'\n', data) {
-            let line = &data[consumed..nl];
-            consumed = nl + 1;
-            if let Some(r) = login_line(line) {
-                outcome = Some(r);
-                break;
-            }
-        }
-        match outcome {
-            None => continue,
-            Some(Err(e)) => return Err(e),
-            Some(Ok(id)) => {
-                let leftover = data[consumed..].to_vec();
-                return Ok(Established {
-                    stream,
-                    leftover,
-                    id,
-                    rooms: Vec::new(),
-                });
-            }
-        }
-    }
+    buf.extend(&leftover);
+    let id = read_until(&mut stream, &mut buf, transport, "login reply", login_line).await?;
+    Ok(Established {
+        stream,
+        leftover: buf.data().to_vec(),
+        id,
+        rooms: Vec::new(),
+    })
 }
 
 /// Looks at one line during login: `Some` once the outcome is known.

@@ -8,6 +8,7 @@
 pub mod churn;
 pub mod clock;
 pub mod connect;
+pub mod framing;
 pub mod limits;
 pub mod mixed;
 pub mod options;
@@ -25,8 +26,10 @@ pub mod stamp;
 pub mod stats;
 mod summary;
 pub mod worker;
+pub mod ws;
+pub mod ws_upgrade;
 
-pub use options::{Cli, Command, Options, Pattern, PlotOptions, Protocol};
+pub use options::{Cli, Command, Options, Pattern, PlotOptions, Protocol, Transport};
 pub use report::Report;
 pub use run::run;
 

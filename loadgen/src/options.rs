@@ -17,6 +17,16 @@ pub enum Protocol {
     Redis,
 }
 
+/// How uring-chat frames travel to the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    /// Newline-delimited JSON over TCP, to the chat port.
+    Tcp,
+    /// WebSocket (RFC 6455) to `GET /ws` on the server's HTTP port: each frame one text message.
+    Ws,
+}
+
 /// Who receives each message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -89,8 +99,13 @@ pub struct Options {
     /// Target host (loopback only: this tool refuses anything else).
     #[arg(long, default_value = "127.0.0.1")]
     pub host: Ipv4Addr,
-    /// Target port.
-    #[arg(long, default_value_t = 8080)]
+    /// Target port: the chat port with `--transport tcp` (default 8080), the HTTP port with
+    /// `--transport ws` (default 8081, uring-chat's `--http-port`).
+    #[arg(
+        long,
+        default_value_t = 8080,
+        default_value_if("transport", "ws", "8081")
+    )]
     pub port: u16,
     /// Number of client connections (all log in; senders are among them).
     #[arg(long, short = 'c', default_value_t = 1000)]
@@ -153,6 +168,10 @@ pub struct Options {
     /// uring-chat or redis.
     #[arg(long, value_enum, default_value_t = Protocol::UringChat)]
     pub protocol: Protocol,
+    /// tcp (newline-delimited JSON) or ws (WebSocket upgrade at `/ws`, then one frame per
+    /// message); uring-chat only.
+    #[arg(long, value_enum, default_value_t = Transport::Tcp)]
+    pub transport: Transport,
     /// Print one JSON report on stdout instead of the human text.
     #[arg(long)]
     pub json: bool,
@@ -222,6 +241,11 @@ impl Options {
         }
         if o.duration.is_zero() {
             return bad("--duration must be positive");
+        }
+        if o.transport == Transport::Ws && o.protocol != Protocol::UringChat {
+            return bad(
+                "--transport ws is uring-chat's WebSocket endpoint: not with --protocol redis",
+            );
         }
         if o.connect_concurrency == 0 {
             return bad("--connect-concurrency must be at least 1");

@@ -10,8 +10,9 @@
 
 use crate::clock::{Clock, Rng, Schedule};
 use crate::connect::Writer;
+use crate::framing::Framer;
 use crate::mixed::{Kind, Mix};
-use crate::options::{Pattern, Protocol};
+use crate::options::{Pattern, Protocol, Transport};
 use crate::redis;
 use crate::room_wire::encode_post;
 use crate::rooms::RoomSend;
@@ -30,6 +31,8 @@ pub struct SenderSet {
     /// Index = sender number (the `<sender>` of the stamp).
     pub writers: Vec<Writer>,
     pub protocol: Protocol,
+    /// uring-chat over TCP, or each frame in a masked WebSocket text message.
+    pub transport: Transport,
     pub pattern: Pattern,
     pub size: usize,
     /// Redis broadcast channel.
@@ -220,6 +223,7 @@ async fn run_round(set: &SenderSet, round: &Round, rng: &mut Rng) -> RoundResult
     let mut touched: Vec<usize> = Vec::new();
     let mut dead = vec![false; s];
     let mut scratch = Vec::new();
+    let mut framer = Framer::new(set.transport);
     let window = round.window;
     let mut res = RoundResult::new(set.rooms.as_ref().map(|_| RoomTally::for_window(window)));
     let tick = set.tick.as_nanos() as u64;
@@ -253,17 +257,10 @@ async fn run_round(set: &SenderSet, round: &Round, rng: &mut Rng) -> RoundResult
             if bufs[who].is_empty() {
                 touched.push(who);
             }
-            match room {
-                None => encode(&mut bufs[who], &mut scratch, set, stamp, rng),
-                Some((r, _)) => encode_post(
-                    &mut bufs[who],
-                    &mut scratch,
-                    set.protocol,
-                    r,
-                    stamp,
-                    set.size,
-                ),
-            }
+            framer.push(&mut bufs[who], |out| match room {
+                None => encode(out, &mut scratch, set, stamp, rng),
+                Some((r, _)) => encode_post(out, &mut scratch, set.protocol, r, stamp, set.size),
+            });
             counts[who].0 += 1;
             counts[who].1 += measured as u64;
             counts[who].2 += room.map_or(0, |(_, m)| m as u64) * measured as u64;
@@ -317,6 +314,7 @@ async fn run_mixed_round(set: &SenderSet, mix: Mix, round: &Round, rng: &mut Rng
     let clock = set.clock;
     let mut dead = vec![false; s];
     let (mut buf, mut scratch) = (Vec::new(), Vec::new());
+    let mut framer = Framer::new(set.transport);
     let mut tally = RoomTally::for_window(window);
     let mut res = RoundResult::new(None);
     let reach = u32::try_from(round.broadcast_reach).unwrap_or(u32::MAX);
@@ -356,12 +354,12 @@ async fn run_mixed_round(set: &SenderSet, mix: Mix, round: &Round, rng: &mut Rng
                 intended_ns: sched.intended(g),
             };
             buf.clear();
-            match (kind, &set.rooms) {
+            framer.push(&mut buf, |out| match (kind, &set.rooms) {
                 (Kind::Broadcast, Some(_)) => {
-                    encode_post(&mut buf, &mut scratch, set.protocol, 0, stamp, set.size)
+                    encode_post(out, &mut scratch, set.protocol, 0, stamp, set.size)
                 }
-                _ => encode_to(&mut buf, &mut scratch, set, stamp, recipient),
-            }
+                _ => encode_to(out, &mut scratch, set, stamp, recipient),
+            });
             let ok = {
                 let mut w = set.writers[who].lock().await;
                 w.write_all(&buf).await

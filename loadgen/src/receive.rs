@@ -3,12 +3,15 @@
 
 use crate::clock::Clock;
 use crate::connect::Writer;
+use crate::framing::Framer;
+use crate::options::Transport;
 use crate::redis;
 use crate::room_order::{self, RoomSeqs};
 use crate::room_wire::room_of;
 use crate::rooms::Membership;
 use crate::stamp::{parse_stamp, scan_line, Frame, LineBuffer, MAX_FRAME};
 use crate::stats::{SeqTracker, Shared, ThreadStats};
+use crate::ws;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -24,6 +27,7 @@ pub struct Ctx {
     pub clock: Clock,
     pub senders: usize,
     pub read_buffer: usize,
+    pub transport: Transport,
     pub stats: Rc<RefCell<ThreadStats>>,
     pub shared: Arc<Shared>,
     /// `--pattern mixed`: direct messages (no `room`) arrive beside room messages.
@@ -50,6 +54,8 @@ async fn fill(rd: &mut OwnedReadHalf, buf: &mut LineBuffer, ctx: &Ctx) -> bool {
 
 /// A uring-chat client: measures chat frames, answers pings, counts error frames. With rooms,
 /// `seqs` checks each room's order and `_member` counts the client in its rooms until it closes.
+/// Over WebSocket the frames are text messages parsed in place (`ws::drain`); the server's
+/// WebSocket pings get pongs and its close gets a close back.
 pub async fn chat(
     mut rd: OwnedReadHalf,
     writer: Writer,
@@ -61,6 +67,8 @@ pub async fn chat(
     let mut buf = LineBuffer::new(ctx.read_buffer, MAX_FRAME);
     buf.extend(&leftover);
     let mut order = SeqTracker::new(ctx.senders);
+    let mut framer = Framer::new(ctx.transport);
+    let mut reply = Vec::new();
     let mut have_data = !leftover.is_empty();
     loop {
         if !have_data && !fill(&mut rd, &mut buf, &ctx).await {
@@ -70,9 +78,9 @@ pub async fn chat(
         let now = ctx.clock.now_ns();
         let mut pong = false;
         let mut measured = 0u64;
-        {
+        let controls = {
             let mut st = ctx.stats.borrow_mut();
-            buf.drain_lines(|line| match scan_line(line) {
+            let frame = |line: &[u8]| match scan_line(line) {
                 Frame::Chat(s) => {
                     measured += match &mut seqs {
                         Some(seqs) if !ctx.mixed || room_of(line).is_some() => {
@@ -95,16 +103,39 @@ pub async fn chat(
                         st.presence_bytes += line.len() as u64 + 1;
                     }
                 }
-            });
-        }
+            };
+            match ctx.transport {
+                Transport::Tcp => {
+                    buf.drain_lines(frame);
+                    ws::Controls::default()
+                }
+                Transport::Ws => ws::drain(&mut buf, frame),
+            }
+        };
         if measured > 0 {
             ctx.shared.measured.fetch_add(measured, Ordering::Relaxed);
         }
+        if let Some(code) = controls.error {
+            ctx.stats.borrow_mut().count_error(code.as_bytes());
+        }
+        reply.clear();
         if pong {
+            framer.push_bytes(&mut reply, PONG);
+        }
+        if let Some(p) = &controls.ping {
+            ws::push_pong(&mut reply, p.as_slice());
+        }
+        if let Some(p) = &controls.close {
+            ws::push_close(&mut reply, p.as_slice());
+        }
+        if !reply.is_empty() {
             let mut w = writer.lock().await;
-            if w.write_all(PONG).await.is_err() {
+            if w.write_all(&reply).await.is_err() {
                 break;
             }
+        }
+        if controls.close.is_some() || controls.error.is_some() {
+            break;
         }
     }
     ctx.shared.disconnected.fetch_add(1, Ordering::Relaxed);

@@ -13,6 +13,8 @@ pub const SCHEMA: &str = "loadgen-report/1";
 pub struct Report {
     pub schema: String,
     pub protocol: String,
+    /// `tcp` or `ws` (`--transport`; Redis is always `tcp`).
+    pub transport: String,
     pub pattern: String,
     pub target: String,
     pub clients: u64,
@@ -222,8 +224,9 @@ impl Report {
         let c = &self.connect;
         let _ = writeln!(
             s,
-            "{} {} against {}: {} clients ({} slow), {} senders, {} B payloads, {} threads",
+            "{} over {}, {} against {}: {} clients ({} slow), {} senders, {} B payloads, {} threads",
             self.protocol,
+            self.transport,
             self.pattern,
             self.target,
             self.clients,

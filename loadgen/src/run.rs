@@ -148,6 +148,7 @@ impl<'a> Session<'a> {
         let cfg = Arc::new(WorkerConfig {
             target: SocketAddr::new(o.host.into(), o.port),
             protocol: o.protocol,
+            transport: o.transport,
             senders,
             connect_timeout: o.connect_timeout,
             read_buffer: o.read_buffer,
@@ -281,6 +282,7 @@ impl<'a> Session<'a> {
         let sender = publish::spawn(SenderSet {
             writers,
             protocol: o.protocol,
+            transport: o.transport,
             pattern: o.pattern,
             size: o.size,
             channel: redis::broadcast_channel(&run_id).into_bytes(),

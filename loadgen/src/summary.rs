@@ -2,7 +2,7 @@
 //! CPU per delivery, thresholds).
 
 use crate::mixed::{Kind, Mix};
-use crate::options::{LossLimit, Options, Pattern, Protocol};
+use crate::options::{LossLimit, Options, Pattern, Protocol, Transport};
 use crate::publish::RoundResult;
 use crate::report::{
     self, ChurnReport, ConnectReport, Cpu, Fanout, FindMax, KindReport, Kinds, Latency, Presence,
@@ -74,6 +74,10 @@ pub(crate) fn build(
         protocol: match o.protocol {
             Protocol::UringChat => "uring-chat".into(),
             Protocol::Redis => "redis".into(),
+        },
+        transport: match o.transport {
+            Transport::Tcp => "tcp".into(),
+            Transport::Ws => "ws".into(),
         },
         pattern: match o.pattern {
             _ if o.rooms > 0 => "rooms".into(),

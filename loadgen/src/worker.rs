@@ -5,10 +5,10 @@
 //! a command channel and reads progress from a few atomics.
 
 use crate::clock::Clock;
-use crate::connect::{self, ConnectError, Login, Writer};
+use crate::connect::{self, ConnectError, Dial, Login, Writer};
 use crate::limits::current_thread_clock;
 use crate::mixed::Mix;
-use crate::options::Protocol;
+use crate::options::{Protocol, Transport};
 use crate::receive::{self, Ctx};
 use crate::room_order::RoomSeqs;
 use crate::rooms::Rooms;
@@ -53,6 +53,7 @@ pub struct ClientSpec {
 pub struct WorkerConfig {
     pub target: SocketAddr,
     pub protocol: Protocol,
+    pub transport: Transport,
     pub senders: usize,
     pub connect_timeout: Duration,
     pub read_buffer: usize,
@@ -134,6 +135,7 @@ async fn worker(
         clock: cfg.clock,
         senders: cfg.senders,
         read_buffer: cfg.read_buffer,
+        transport: cfg.transport,
         stats: stats.clone(),
         shared: shared.clone(),
         mixed: cfg.mix.is_some(),
@@ -149,14 +151,12 @@ async fn worker(
                 return (spec, Err(ConnectError::Failed("aborted".into())), 0);
             };
             let t0 = cfg.clock.now_ns();
-            let r = connect::connect(
-                cfg.target,
-                spec.source,
-                &spec.login,
-                &spec.rooms,
-                cfg.connect_timeout,
-            )
-            .await;
+            let dial = Dial {
+                target: cfg.target,
+                source: spec.source,
+                transport: cfg.transport,
+            };
+            let r = connect::connect(dial, &spec.login, &spec.rooms, cfg.connect_timeout).await;
             let dt = cfg.clock.now_ns() - t0;
             match &r {
                 Ok(_) => shared.connected.fetch_add(1, Ordering::Relaxed),

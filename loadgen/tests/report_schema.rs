@@ -12,6 +12,7 @@ fn every_report_field_is_in_the_schema_and_the_docs() {
     let mut r = Report {
         schema: loadgen::report::SCHEMA.into(),
         protocol: "uring-chat".into(),
+        transport: "ws".into(),
         pattern: "broadcast".into(),
         fanout_us: Some(Fanout::default()),
         find_max: Some(FindMax {
@@ -43,6 +44,7 @@ fn every_report_field_is_in_the_schema_and_the_docs() {
         &serde_json::to_value(Report {
             schema: loadgen::report::SCHEMA.into(),
             protocol: "redis".into(),
+            transport: "tcp".into(),
             pattern: "direct".into(),
             order_violations: None,
             ..Default::default()

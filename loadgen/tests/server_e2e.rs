@@ -1,7 +1,9 @@
 //! End to end against the REAL uring-chat server, started in-process on a free loopback port:
 //! 50 clients, 2 server cores, 50 msg/s for 1 s, broadcast and direct; the report's figures must
 //! add up exactly and its JSON must match the schema. Then rooms (protocol v1.1): the same clients
-//! in 10 rooms of 10, and in one room of all 50.
+//! in 10 rooms of 10, and in one room of all 50. Then the same broadcast and direct runs, and mixed
+//! traffic with churn, over WebSocket (`--transport ws` to `/ws` on the server's HTTP port), and
+//! idle WebSocket clients that stay connected only by answering the server's pings.
 
 mod common;
 
@@ -30,6 +32,7 @@ fn loadgen_measures_the_real_server() {
     let port = server.local_addr().port();
 
     let b = run(port, &["--senders", "2"]);
+    assert_eq!(b.transport, "tcp");
     assert_eq!(b.connect.connected, 50, "{}", b.text());
     assert_eq!(b.messages_sent, 50);
     assert_eq!(b.deliveries_expected, 50 * 49);
@@ -177,6 +180,104 @@ fn loadgen_mixed_against_the_real_server() {
     assert!(b.server_errors.is_empty(), "{:?}", b.server_errors);
     let c = b.churn.as_ref().expect("churn section");
     assert!(c.cycles >= 10 && c.failed == 0, "{}", b.text());
+
+    server.shutdown();
+    server.join().expect("server cores exit cleanly");
+}
+
+#[test]
+fn loadgen_over_websocket_against_the_real_server() {
+    let server = start_server(|c| c.http_port = Some(0));
+    let port = server.http_addr().expect("the HTTP port is on").port();
+    let ws = |extra: &[&str]| run(port, &[&["--transport", "ws"], extra].concat());
+
+    let b = ws(&["--senders", "2"]);
+    assert_eq!(b.transport, "ws");
+    assert_eq!(b.connect.connected, 50, "{}", b.text());
+    assert_eq!(b.messages_sent, 50);
+    assert_eq!(b.deliveries_expected, 50 * 49);
+    assert_eq!(b.received, b.deliveries_expected, "{}", b.text());
+    assert_eq!(
+        (b.lost, b.duplicated, b.out_of_order),
+        (0, 0, 0),
+        "{}",
+        b.text()
+    );
+    assert_eq!(b.fanout_us.as_ref().unwrap().complete, 50);
+    assert!(b.server_errors.is_empty(), "{:?}", b.server_errors);
+    let errs = common::validate(&serde_json::to_value(&b).unwrap(), &common::report_schema());
+    assert!(errs.is_empty(), "{errs:#?}");
+
+    let d = ws(&["--pattern", "direct", "--senders", "3", "--rate", "100"]);
+    assert_eq!(d.deliveries_expected, 100, "{}", d.text());
+    assert_eq!(d.received, 100, "{}", d.text());
+    assert_eq!(d.lost, 0);
+    assert!(d.server_errors.is_empty(), "{:?}", d.server_errors);
+
+    server.shutdown();
+    server.join().expect("server cores exit cleanly");
+}
+
+#[test]
+fn loadgen_mixed_with_churn_over_websocket() {
+    let server = start_server(|c| {
+        c.http_port = Some(0);
+        c.rate_limit = 0;
+    });
+    let port = server.http_addr().expect("the HTTP port is on").port();
+
+    // 100 WebSocket clients: 10 broadcasts/s, 200 direct messages/s each its own write, 10 extra
+    // clients a second logging out (the server closes the WebSocket) and in again (a new upgrade).
+    let r = run(
+        port,
+        &[
+            "--transport",
+            "ws",
+            "--clients",
+            "100",
+            "--pattern",
+            "mixed",
+            "--broadcast-rate",
+            "10",
+            "--dm-rate",
+            "200",
+            "--churn",
+            "10",
+        ],
+    );
+    assert_eq!(r.connect.connected, 100, "{}", r.text());
+    let k = r.kinds.as_ref().expect("kinds section");
+    assert_eq!(k.broadcast.deliveries_expected, 10 * 99, "{}", r.text());
+    assert_eq!(k.direct.messages_sent, 200, "{}", r.text());
+    common::assert_kinds_whole(&r, true);
+    let c = r.churn.as_ref().expect("churn section");
+    assert!(c.cycles >= 5 && c.failed == 0, "{}", r.text());
+    assert!(r.server_errors.is_empty(), "{:?}", r.server_errors);
+
+    server.shutdown();
+    server.join().expect("server cores exit cleanly");
+}
+
+#[test]
+fn idle_websocket_clients_answer_the_servers_pings() {
+    // The server pings a connection silent for 500 ms and closes it after 1.5 s without an answer.
+    // (Much shorter intervals keep some ping always in flight, and loadgen's settle phase, which
+    // waits for 300 ms without a byte after the logins, would wait its 10 s out.)
+    let server = start_server(|c| {
+        c.http_port = Some(0);
+        c.ping_interval = std::time::Duration::from_millis(500);
+    });
+    let port = server.http_addr().expect("the HTTP port is on").port();
+
+    // 2 msg/s for 3 s: the 49 receivers never send, so only their pongs keep them connected.
+    let r = run(
+        port,
+        &["--transport", "ws", "--rate", "2", "--duration", "3s"],
+    );
+    assert_eq!(r.deliveries_expected, 6 * 49, "{}", r.text());
+    assert_eq!(r.received, r.deliveries_expected, "{}", r.text());
+    assert_eq!(r.clients_disconnected, 0, "{}", r.text());
+    assert!(r.server_errors.is_empty(), "{:?}", r.server_errors);
 
     server.shutdown();
     server.join().expect("server cores exit cleanly");

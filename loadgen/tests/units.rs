@@ -307,7 +307,25 @@ fn option_parsers() {
     assert_eq!(o.max_p99, Some(Duration::from_millis(50)));
     let d = loadgen::Options::default();
     assert_eq!((d.port, d.senders, d.size), (8080, 1, 64));
+    assert_eq!(d.transport, loadgen::Transport::Tcp);
     assert_eq!(d.host.to_string(), "127.0.0.1");
+}
+
+#[test]
+fn websocket_transport_defaults_to_the_http_port() {
+    use clap::Parser;
+    let parse =
+        |args: &[&str]| loadgen::Options::try_parse_from(["loadgen"].iter().chain(args)).unwrap();
+    let ws = parse(&["--transport", "ws"]);
+    assert_eq!((ws.transport, ws.port), (loadgen::Transport::Ws, 8081));
+    assert_eq!(parse(&["--transport", "ws", "--port", "9000"]).port, 9000);
+    assert_eq!(parse(&["--port", "9000", "--transport", "ws"]).port, 9000);
+    assert_eq!(parse(&["--transport", "tcp"]).port, 8080);
+    // Redis has no WebSocket endpoint.
+    let e = loadgen::run(&parse(&["--transport", "ws", "--protocol", "redis"]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--transport ws"), "{e}");
 }
 
 #[test]
