@@ -26,6 +26,10 @@ pub fn adopt(
     answer: Vec<u8>,
     leftover: &[u8],
 ) {
+    // As on the chat port: a frame goes out when written, not when Nagle has heard an ACK.
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "TCP_NODELAY failed");
+    }
     let conn = core.register(stream, Transport::WebSocket, counted_ip);
     conn.send_wire(answer.into());
     if core.config.ws_echo {
