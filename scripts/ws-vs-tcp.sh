@@ -55,5 +55,5 @@ for kind in tcp ws tcp+scrape; do
         "$out/$kind"-[0-9]*.json
 done | jq -s -r '
     (.[0]) as $tcp | .[] |
-    "\(.kind)\tp50 \(.p50) µs (\(.p50 / $tcp.p50 * 100 | round / 100)x)\tp99 \(.p99) µs (\(.p99 / $tcp.p99 * 100 | round / 100)x)\tserver \(.ns | round) ns/delivery (\(.ns / $tcp.ns * 1000 | round / 1000)x)\tlost \(.lost)"' |
+    "\(.kind)\tp50 \(.p50 | round) µs (\(.p50 / $tcp.p50 * 100 | round / 100)x)\tp99 \(.p99 | round) µs (\(.p99 / $tcp.p99 * 100 | round / 100)x)\tserver \(.ns | round) ns/delivery (\(.ns / $tcp.ns * 1000 | round / 1000)x)\tlost \(.lost)"' |
     tee "$out/summary.txt"
