@@ -110,15 +110,6 @@ fn a_request_that_never_ends_is_closed_at_the_login_timeout() {
     assert_eq!(get(http, "/healthz"), expected("200 OK", "", "ok\n"));
 }
 
-fn login_with_small_receive_buffer(addr: SocketAddr, name: &str) -> Client {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket.connect(&addr.into()).unwrap();
-    let mut client = Client::from_stream(socket.into());
-    assert!(client.try_login(name));
-    client
-}
-
 /// While the server drains (a client that does not read holds it up), /readyz says 503 and
 /// /healthz still 200; then the server stops.
 #[test]
@@ -131,7 +122,7 @@ fn readiness_turns_off_while_the_server_drains() {
     let http = server.http.unwrap();
     // More than the kernel buffers for a socket nobody reads (its receive buffer pinned small, so
     // loopback autotuning cannot grow it to tens of MB): the flush cannot finish.
-    let _stuck = login_with_small_receive_buffer(server.addr, "stuck");
+    let _stuck = Client::login_with_small_receive_buffer(server.addr, "stuck");
     let mut sender = server.login("sender");
     let payload = "x".repeat(60_000);
     for _ in 0..150 {

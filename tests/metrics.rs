@@ -256,7 +256,7 @@ fn refusals_and_slow_consumers_are_counted_by_reason() {
         c.history_bytes = 16 * 1024;
     });
     let http = server.http.unwrap();
-    let first = login_with_small_receive_buffer(server.addr, "first");
+    let first = Client::login_with_small_receive_buffer(server.addr, "first");
     let second = server.login("second");
     let mut refused = server.connect();
     refused.expect_error("SERVER_FULL");
@@ -293,17 +293,6 @@ fn refusals_and_slow_consumers_are_counted_by_reason() {
     assert_eq!(scrape.closed("peer_closed"), 1.0, "second");
     assert_eq!(scrape.open(), 0.0);
     assert_eq!(scrape.get("uring_chat_outbound_queued_bytes"), 0.0);
-}
-
-/// A client whose receive buffer is pinned small, so that loopback autotuning cannot absorb what
-/// it does not read.
-fn login_with_small_receive_buffer(addr: SocketAddr, name: &str) -> Client {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket.connect(&addr.into()).unwrap();
-    let mut client = Client::from_stream(socket.into());
-    assert!(client.try_login(name));
-    client
 }
 
 #[test]

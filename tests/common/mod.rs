@@ -252,6 +252,18 @@ pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 }
 
 impl Client {
+    /// A client whose receive buffer is pinned small, so that loopback autotuning (up to 32 MB
+    /// here) cannot absorb what it does not read.
+    pub fn login_with_small_receive_buffer(addr: SocketAddr, name: &str) -> Client {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.connect(&addr.into()).unwrap();
+        let mut client = Client::from_stream(socket.into());
+        assert!(client.try_login(name));
+        client
+    }
+
     /// Wraps a socket that was connected (and perhaps configured) by the test itself.
     pub fn from_stream(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
