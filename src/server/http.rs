@@ -37,8 +37,8 @@ const LINGER_READ_BYTES: usize = 1024;
 /// The paths a port answers; the others get 404.
 #[derive(Clone, Copy, Debug)]
 pub struct Routes {
-    /// `/healthz`, `/readyz`, `/ws` and the web page: what the public HTTP port serves.
-    pub health: bool,
+    /// What the public HTTP port serves: `/healthz`, `/readyz`, `/ws` and the web page.
+    pub public: bool,
     pub metrics: bool,
 }
 
@@ -77,7 +77,7 @@ async fn accept_loop(
     stopped: Rc<Cell<bool>>,
     routes: Routes,
 ) {
-    let port = if routes.health { "http" } else { "metrics" };
+    let port = if routes.public { "http" } else { "metrics" };
     accept_until(
         &core,
         &listener,
@@ -122,7 +122,7 @@ async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr, routes: Rout
         )
     } else {
         match read_head(&stream).await {
-            Some((Parsed::Head(head), buf)) if head.path == "/ws" && routes.health => {
+            Some((Parsed::Head(head), buf)) if head.path == "/ws" && routes.public => {
                 match upgrade(&core, &head) {
                     Ok(answer) => {
                         timer.abort();
@@ -193,9 +193,9 @@ async fn read_head(stream: &TcpStream) -> Option<(Parsed, Vec<u8>)> {
 /// methods there, 404 elsewhere.
 fn route(core: &Core, head: &RequestHead, routes: Routes) -> Vec<u8> {
     let path = head.path.as_str();
-    let page = web::asset(path).filter(|_| routes.health);
+    let page = web::asset(path).filter(|_| routes.public);
     let served = match path {
-        "/healthz" | "/readyz" => routes.health,
+        "/healthz" | "/readyz" => routes.public,
         "/metrics" => routes.metrics,
         _ => page.is_some(),
     };

@@ -300,11 +300,11 @@ fn run_core(parts: CoreParts, config: Arc<Config>) -> Result<(), String> {
             HttpPort::start(core.clone(), listener, routes)
         };
         let public = Routes {
-            health: true,
+            public: true,
             metrics: !metrics_apart,
         };
         let only_metrics = Routes {
-            health: false,
+            public: false,
             metrics: true,
         };
         let ports: Vec<HttpPort> = (listeners.http.map(|l| start(l, public)).into_iter())
