@@ -16,11 +16,15 @@
 //! [`config`] sits beside them: flags, environment, TOML file and defaults; every limit is a named
 //! constant there.
 //!
+//! [`auth`] sits beside them too, above [`config`]: it checks the signed token a `connect` carries
+//! when the server has a key, and mints one for `uring-chat token`. The chat layer asks it at login.
+//!
 //! [`metrics`] sits between [`server`] and [`chat`]: each core's counters, which every layer
 //! writes into the part it owns (the net layer's `net::counters`, the chat layer's
 //! `chat::counters`) with no shared atomic on the message path, and the `/metrics` answer that
 //! reads and merges all cores' counters at scrape time. The server layer serves it.
 
+pub mod auth;
 pub mod chat;
 pub mod config;
 pub mod hub;

@@ -1,9 +1,12 @@
-//! The `uring-chat` binary: read the settings, set up logging, run the server.
+//! The `uring-chat` binary: read the settings, set up logging, run the server; or, as
+//! `uring-chat token ...`, print a login token.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+use clap::Parser;
 use tracing_subscriber::EnvFilter;
+use uring_chat::auth::mint::{self, TokenArgs};
 use uring_chat::config::{Config, LogFormat};
 
 /// jemalloc instead of glibc malloc. Every delivery allocates and frees a few small objects (the
@@ -15,6 +18,22 @@ use uring_chat::config::{Config, LogFormat};
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|word| word == "token")
+    {
+        let args = TokenArgs::parse_from(std::env::args_os().skip(1));
+        return match mint::token(&args) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("{message}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let config = match Config::from_args(std::env::args_os()) {
         Ok(config) => config,
         Err(error) => error.exit(),

@@ -35,11 +35,14 @@ pub enum ErrorCode {
     InvalidRoom,
     NotInRoom,
     TooManyRooms,
+    AuthRequired,
+    AuthFailed,
+    Forbidden,
 }
 
 impl ErrorCode {
     /// Every code, for the metrics' list of errors by code.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::InvalidMessage,
         ErrorCode::UnknownType,
         ErrorCode::NotConnected,
@@ -56,6 +59,9 @@ impl ErrorCode {
         ErrorCode::InvalidRoom,
         ErrorCode::NotInRoom,
         ErrorCode::TooManyRooms,
+        ErrorCode::AuthRequired,
+        ErrorCode::AuthFailed,
+        ErrorCode::Forbidden,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -76,6 +82,9 @@ impl ErrorCode {
             ErrorCode::InvalidRoom => "INVALID_ROOM",
             ErrorCode::NotInRoom => "NOT_IN_ROOM",
             ErrorCode::TooManyRooms => "TOO_MANY_ROOMS",
+            ErrorCode::AuthRequired => "AUTH_REQUIRED",
+            ErrorCode::AuthFailed => "AUTH_FAILED",
+            ErrorCode::Forbidden => "FORBIDDEN",
         }
     }
 }
@@ -93,6 +102,9 @@ struct Envelope<'a> {
     room: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     since: Option<Cow<'a, str>>,
+    /// Kept raw: without auth a v1 client's `token` of any type must stay an ignored field.
+    #[serde(default, borrow)]
+    token: Option<&'a RawValue>,
     /// Type-checked like the other fields, then ignored: the server sets `senderID` itself.
     #[serde(rename = "senderID", default, borrow)]
     _sender_id: Option<Cow<'a, str>>,
@@ -108,6 +120,8 @@ pub struct Request<'a> {
     pub room: Option<Cow<'a, str>>,
     /// `join`'s replay point, as sent: a string of digits.
     pub since: Option<Cow<'a, str>>,
+    /// `connect`'s signed identity (docs/SECURITY.md); a `token` that is not a string is `None`.
+    pub token: Option<Cow<'a, str>>,
 }
 
 /// A JSON string token exactly as the client sent it, quotes included.
@@ -147,6 +161,9 @@ pub fn parse_request(frame: &[u8]) -> Result<Request<'_>, String> {
         content,
         room: envelope.room,
         since: envelope.since,
+        token: envelope
+            .token
+            .and_then(|raw| serde_json::from_str(raw.get()).ok()),
     })
 }
 

@@ -7,6 +7,7 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
+use crate::auth::{Grant, Verifier};
 use crate::chat::counters;
 use crate::chat::directory::{NameError, Registration};
 use crate::chat::protocol::{self, ErrorCode, JsonString, Request};
@@ -26,6 +27,8 @@ pub struct Session {
     /// The rooms the user is in or joining. Kept here rather than in a map on the core: a
     /// membership then costs one pointer.
     pub rooms: Vec<RoomName>,
+    /// What the login token granted (its `sub`, rooms and rate); `None` on an open server.
+    pub grant: Option<Grant>,
     registration: Registration,
 }
 
@@ -73,7 +76,7 @@ pub fn handle_frame(
     };
     shard.counters.received(conn.transport(), &request.kind);
     match request.kind.as_ref() {
-        "connect" => login(shard, conn, session, request.content),
+        "connect" => login(shard, conn, session, &request),
         "ping" => conn.reply(protocol::pong(request.content)),
         "pong" => {}
         "disconnect" => disconnect(shard, conn, session),
@@ -110,13 +113,20 @@ fn login(
     shard: &Shard,
     conn: &Rc<Connection>,
     session: &mut Option<Session>,
-    content: JsonString<'_>,
+    request: &Request<'_>,
 ) {
     if session.is_some() {
         let reason = "this connection is already logged in";
         return conn.reply(protocol::error(ErrorCode::AlreadyConnected, reason));
     }
-    let username: Arc<str> = content.decode().into();
+    let username: Arc<str> = request.content.decode().into();
+    let grant = match &shard.auth {
+        None => None,
+        Some(verifier) => match authenticate(verifier, conn, request, &username) {
+            Some(grant) => Some(grant),
+            None => return,
+        },
+    };
     let user_id = UserId::new(shard.id);
     let registration = match shard.directory.register(username.clone(), user_id) {
         Ok(registration) => registration,
@@ -134,15 +144,47 @@ fn login(
     conn.reply(protocol::connect_response(
         user_id, &username, &user_list, user_count,
     ));
-    tracing::debug!(conn = conn.id, %user_id, %username, "logged in");
+    let subject = grant.as_ref().map(|grant| &*grant.subject);
+    tracing::debug!(conn = conn.id, %user_id, %username, ?subject, "logged in");
+    if let Some(rate) = grant.as_ref().and_then(|grant| grant.rate) {
+        conn.raise_rate_limit(rate);
+    }
     shard.add_member(conn, user_id, &username);
     conn.set_identified(true);
     *session = Some(Session {
         user_id,
         username,
         rooms: Vec::new(),
+        grant,
         registration,
     });
+}
+
+/// Checks the token a login needs on this server. Without one it sends `AUTH_REQUIRED`, with a bad
+/// one `AUTH_FAILED`, and closes either way: a client cannot try tokens on one connection.
+fn authenticate(
+    verifier: &Verifier,
+    conn: &Rc<Connection>,
+    request: &Request<'_>,
+    username: &str,
+) -> Option<Grant> {
+    let Some(token) = request.token.as_deref().filter(|token| !token.is_empty()) else {
+        let reason = "this server needs a signed login: {\"type\":\"connect\",\"content\":\"<name>\",\"token\":\"<jwt>\"}";
+        let frame = protocol::error(ErrorCode::AuthRequired, reason);
+        conn.finish(frame, CloseReason::AuthRequired);
+        return None;
+    };
+    match verifier.verify(token, username) {
+        Ok(grant) => Some(grant),
+        Err(reason) => {
+            tracing::debug!(conn = conn.id, %reason, "login refused");
+            conn.finish(
+                protocol::error(ErrorCode::AuthFailed, &reason),
+                CloseReason::AuthFailed,
+            );
+            None
+        }
+    }
 }
 
 fn chat(shard: &Shard, conn: &Rc<Connection>, session: &Session, request: &Request<'_>) {

@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::auth::Verifier;
 use crate::chat::counters::ChatCounters;
 use crate::chat::directory::Directory;
 use crate::chat::presence::{PresenceBatch, Scope};
@@ -48,6 +49,8 @@ pub enum ShardMsg {
 pub struct Shard {
     pub id: usize,
     pub config: Arc<Config>,
+    /// Checks login tokens; `None` when the server is open (no `--auth-jwt-*` setting).
+    pub auth: Option<Verifier>,
     /// Unique usernames server-wide; locked at login, logout, `users` pages and presence ticks.
     pub directory: Arc<Directory>,
     pub router: Router<ShardMsg>,
@@ -70,6 +73,7 @@ impl Shard {
     pub fn new(
         id: usize,
         config: Arc<Config>,
+        auth: Option<Verifier>,
         directory: Arc<Directory>,
         room_directory: Arc<RoomDirectory>,
         router: Router<ShardMsg>,
@@ -86,6 +90,7 @@ impl Shard {
             id,
             presence: RefCell::new(PresenceBatch::new(config.presence_names)),
             config,
+            auth,
             directory,
             room_directory,
             router,

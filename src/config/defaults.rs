@@ -63,6 +63,9 @@ pub const DEFAULT_ROOM_IDLE_TTL: Duration = Duration::from_secs(300);
 pub const DEFAULT_MAX_ROOMS_PER_USER: usize = 100;
 /// Rooms server-wide.
 pub const DEFAULT_MAX_ROOMS: usize = 100_000;
+/// Clock skew allowed on a login token's `exp` and `nbf`: hosts kept by NTP agree within a
+/// second, and a token that lives minutes loses little by lasting 30 s more.
+pub const DEFAULT_AUTH_LEEWAY: Duration = Duration::from_secs(30);
 /// Most cores: the first byte of a userID names the core that owns the user.
 pub const MAX_CORES: usize = 256;
 /// The HTTP port (health checks): the chat port's neighbour, as operators expect.

@@ -20,6 +20,28 @@ pub enum LogFormat {
     Json,
 }
 
+/// The key login tokens are checked against (docs/SECURITY.md); its bytes are never printed.
+#[derive(Clone, Default)]
+pub enum AuthKey {
+    /// No tokens: anyone may log in with any free name, as in protocol v1.
+    #[default]
+    Off,
+    /// An HS256 secret: `--auth-jwt-secret`, or `--auth-jwt-secret-file`'s contents.
+    Secret(Vec<u8>),
+    /// A PEM public key (RS256, ES256 or EdDSA): `--auth-jwt-public-key`'s contents.
+    PublicKeyPem(Vec<u8>),
+}
+
+impl std::fmt::Debug for AuthKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AuthKey::Off => "Off",
+            AuthKey::Secret(_) => "Secret(..)",
+            AuthKey::PublicKeyPem(_) => "PublicKeyPem(..)",
+        })
+    }
+}
+
 /// Every setting of a running server. `Default` gives the documented defaults on all interfaces.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -58,6 +80,9 @@ pub struct Config {
     pub room_idle_ttl: Duration,
     pub max_rooms_per_user: usize,
     pub max_rooms: usize,
+    pub auth_key: AuthKey,
+    /// Clock skew allowed on a token's `exp` and `nbf`.
+    pub auth_leeway: Duration,
     pub log_level: String,
     pub log_format: LogFormat,
 }
@@ -96,6 +121,8 @@ impl Default for Config {
             room_idle_ttl: DEFAULT_ROOM_IDLE_TTL,
             max_rooms_per_user: DEFAULT_MAX_ROOMS_PER_USER,
             max_rooms: DEFAULT_MAX_ROOMS,
+            auth_key: AuthKey::Off,
+            auth_leeway: DEFAULT_AUTH_LEEWAY,
             log_level: "info".into(),
             log_format: LogFormat::Text,
         }
@@ -213,6 +240,23 @@ struct Cli {
     /// Rooms server-wide; joining a new room past it gets TOO_MANY_ROOMS.
     #[arg(long, env = "URING_CHAT_MAX_ROOMS", default_value_t = DEFAULT_MAX_ROOMS)]
     max_rooms: usize,
+    /// HS256 secret for login tokens (the string's bytes are the key); `connect` then needs a token.
+    #[arg(
+        long,
+        env = "URING_CHAT_AUTH_JWT_SECRET",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    auth_jwt_secret: Option<String>,
+    /// A file holding the HS256 secret (one trailing newline is dropped), kept out of `ps` and env.
+    #[arg(long, env = "URING_CHAT_AUTH_JWT_SECRET_FILE")]
+    auth_jwt_secret_file: Option<PathBuf>,
+    /// A PEM public key (RSA, EC P-256 or Ed25519) for RS256, ES256 or EdDSA login tokens.
+    #[arg(long, env = "URING_CHAT_AUTH_JWT_PUBLIC_KEY")]
+    auth_jwt_public_key: Option<PathBuf>,
+    /// Clock skew allowed on a token's exp and nbf.
+    #[arg(long, env = "URING_CHAT_AUTH_LEEWAY", default_value = "30s", value_parser = parse_duration)]
+    auth_leeway: Duration,
     /// Log filter (error, warn, info, debug, trace, or a tracing directive); RUST_LOG wins when set.
     #[arg(long, env = "URING_CHAT_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -281,6 +325,12 @@ impl Config {
             room_idle_ttl: cli.room_idle_ttl,
             max_rooms_per_user: cli.max_rooms_per_user,
             max_rooms: cli.max_rooms,
+            auth_key: auth_key(
+                cli.auth_jwt_secret,
+                cli.auth_jwt_secret_file,
+                cli.auth_jwt_public_key,
+            )?,
+            auth_leeway: cli.auth_leeway,
             log_level: cli.log_level,
             log_format: cli.log_format,
         };
@@ -396,6 +446,45 @@ impl ConfigError {
             }
         }
     }
+}
+
+/// The one key the three `--auth-jwt-*` settings may name, read from its file.
+fn auth_key(
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
+    public_key: Option<PathBuf>,
+) -> Result<AuthKey, String> {
+    match (secret, secret_file, public_key) {
+        (None, None, None) => Ok(AuthKey::Off),
+        (Some(secret), None, None) if !secret.is_empty() => {
+            Ok(AuthKey::Secret(secret.into_bytes()))
+        }
+        (Some(_), None, None) => Err("--auth-jwt-secret must not be empty".into()),
+        (None, Some(path), None) => read_secret_file(&path).map(AuthKey::Secret),
+        (None, None, Some(path)) => std::fs::read(&path)
+            .map(AuthKey::PublicKeyPem)
+            .map_err(|e| format!("cannot read --auth-jwt-public-key {}: {e}", path.display())),
+        _ => Err(
+            "give one of --auth-jwt-secret, --auth-jwt-secret-file and --auth-jwt-public-key"
+                .into(),
+        ),
+    }
+}
+
+/// A secret from a file, less one trailing newline (editors and `echo` add one).
+pub fn read_secret_file(path: &Path) -> Result<Vec<u8>, String> {
+    let mut secret = std::fs::read(path)
+        .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
+    if secret.last() == Some(&b'\n') {
+        secret.pop();
+        if secret.last() == Some(&b'\r') {
+            secret.pop();
+        }
+    }
+    if secret.is_empty() {
+        return Err(format!("secret file {} is empty", path.display()));
+    }
+    Ok(secret)
 }
 
 /// The old server's variable, when neither the flag nor its `URING_CHAT_*` twin is set.

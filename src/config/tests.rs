@@ -102,3 +102,30 @@ fn bad_settings_say_which() {
         .to_string();
     assert!(err.contains("--history-bytes"), "{err}");
 }
+
+#[test]
+fn auth_takes_one_key_from_a_flag_or_a_file() {
+    let parse = |extra: &[&str]| {
+        Config::from_args(std::iter::once("uring-chat").chain(extra.iter().copied()))
+    };
+    assert!(matches!(parse(&[]).unwrap().auth_key, AuthKey::Off));
+    let secret = parse(&["--auth-jwt-secret", "s3cret"]).unwrap().auth_key;
+    assert!(matches!(secret, AuthKey::Secret(ref bytes) if bytes == b"s3cret"));
+    let file = std::env::temp_dir().join(format!("uring-chat-secret-{}", std::process::id()));
+    std::fs::write(&file, "from a file\n").unwrap();
+    let path = file.to_str().unwrap();
+    let from_file = parse(&["--auth-jwt-secret-file", path]).unwrap().auth_key;
+    assert!(matches!(from_file, AuthKey::Secret(ref bytes) if bytes == b"from a file"));
+    let both = parse(&["--auth-jwt-secret", "x", "--auth-jwt-secret-file", path]);
+    assert!(both.unwrap_err().to_string().contains("give one of"));
+    std::fs::remove_file(&file).unwrap();
+    assert!(
+        parse(&["--auth-jwt-public-key", path]).is_err(),
+        "a missing file"
+    );
+    assert_eq!(
+        parse(&["--auth-leeway", "5s"]).unwrap().auth_leeway,
+        Duration::from_secs(5)
+    );
+    assert!(!format!("{:?}", parse(&["--auth-jwt-secret", "s3cret"]).unwrap()).contains("s3cret"));
+}

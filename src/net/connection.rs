@@ -129,6 +129,8 @@ pub struct Connection {
     last_heard_ms: Cell<u64>,
     pinged: Cell<bool>,
     bucket: Cell<TokenBucket>,
+    /// This connection's flood limit, (rate, burst): the server's, or what its login raised it to.
+    rate_limit: Cell<(u32, u32)>,
 }
 
 impl Drop for Connection {
@@ -164,6 +166,7 @@ impl Connection {
             last_heard_ms: Cell::new(now),
             pinged: Cell::new(false),
             bucket: Cell::new(TokenBucket::new(sockets.limits.rate_limit_burst, now)),
+            rate_limit: Cell::new((sockets.limits.rate_limit, sockets.limits.rate_limit_burst)),
             sockets: sockets.clone(),
         })
     }
@@ -221,18 +224,32 @@ impl Connection {
     /// Flood control for one inbound frame, timed by the read that brought it (frames of one read
     /// arrived together, and the clock is not read again per frame).
     pub fn take_token(&self) -> Verdict {
-        let limits = &self.sockets.limits;
+        let (rate, burst) = self.rate_limit.get();
         let mut bucket = self.bucket.get();
-        let verdict = bucket.take(
-            self.last_heard_ms.get(),
-            limits.rate_limit,
-            limits.rate_limit_burst,
-        );
+        let verdict = bucket.take(self.last_heard_ms.get(), rate, burst);
         self.bucket.set(bucket);
         if verdict != Verdict::Allowed {
             self.sockets.counters.rate_limited.add(1);
         }
         verdict
+    }
+
+    /// Raises this connection's flood limit to `rate` frames per second (a trusted login's grant),
+    /// with the burst scaled by the same factor and a full bucket, as if the connection had been
+    /// opened with it. Never lowers it, and leaves flood control off when the server has it off.
+    pub fn raise_rate_limit(&self, rate: u32) {
+        let (server_rate, server_burst) = (
+            self.sockets.limits.rate_limit,
+            self.sockets.limits.rate_limit_burst,
+        );
+        if server_rate == 0 || rate <= server_rate {
+            return;
+        }
+        let burst = u64::from(server_burst) * u64::from(rate) / u64::from(server_rate);
+        let burst = u32::try_from(burst).unwrap_or(u32::MAX);
+        self.rate_limit.set((rate, burst));
+        self.bucket
+            .set(TokenBucket::new(burst, self.last_heard_ms.get()));
     }
 
     pub fn is_closing(&self) -> bool {

@@ -44,10 +44,14 @@ pub enum CloseReason {
     Shutdown,
     /// A write failed: the peer is gone.
     WriteFailed,
+    /// A login without the token the server requires (`AUTH_REQUIRED`).
+    AuthRequired,
+    /// A login whose token did not check out (`AUTH_FAILED`).
+    AuthFailed,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 12] = [
+    pub const ALL: [CloseReason; 14] = [
         CloseReason::PeerClosed,
         CloseReason::Disconnect,
         CloseReason::Refused,
@@ -60,6 +64,8 @@ impl CloseReason {
         CloseReason::InvalidUtf8,
         CloseReason::Shutdown,
         CloseReason::WriteFailed,
+        CloseReason::AuthRequired,
+        CloseReason::AuthFailed,
     ];
 
     /// The label in metrics.
@@ -77,6 +83,8 @@ impl CloseReason {
             CloseReason::InvalidUtf8 => "invalid_utf8",
             CloseReason::Shutdown => "shutdown",
             CloseReason::WriteFailed => "write_failed",
+            CloseReason::AuthRequired => "auth_required",
+            CloseReason::AuthFailed => "auth_failed",
         }
     }
 
@@ -91,7 +99,9 @@ impl CloseReason {
             CloseReason::LoginTimeout
             | CloseReason::PingTimeout
             | CloseReason::SlowConsumer
-            | CloseReason::Flood => 1008,
+            | CloseReason::Flood
+            | CloseReason::AuthRequired
+            | CloseReason::AuthFailed => 1008,
             CloseReason::FrameTooLarge => 1009,
             CloseReason::Refused => 1013,
         }

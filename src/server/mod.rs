@@ -26,11 +26,12 @@ use std::thread::JoinHandle;
 
 use self::core::Core;
 use self::http::{HttpPort, Routes};
+use crate::auth::{self, Verifier};
 use crate::chat::directory::Directory;
 use crate::chat::protocol::{self, ErrorCode};
 use crate::chat::rooms::directory::RoomDirectory;
 use crate::chat::{Shard, ShardMsg};
-use crate::config::{Config, RING_CQ_ENTRIES};
+use crate::config::{AuthKey, Config, RING_CQ_ENTRIES};
 use crate::hub::router::INBOX_BATCHES;
 use crate::hub::{Inbox, Mail, Outbox, Router};
 use crate::metrics::{CoreMetrics, Exposition};
@@ -60,6 +61,7 @@ impl Server {
     /// The error is a message for the operator.
     pub fn start(mut config: Config) -> Result<Server, String> {
         config.validate()?;
+        let verifier = Verifier::from_config(&config.auth_key, config.auth_leeway)?;
         startup::check_io_uring()?;
         let fd_limit = startup::raise_fd_limit();
         let capacity = fd_limit.saturating_sub(startup::RESERVED_FDS).max(1) as usize;
@@ -89,7 +91,9 @@ impl Server {
                 "more cores than CPUs: some CPUs run two cores"
             );
         }
+        log_auth(&config);
         let shared = Shared {
+            auth: verifier,
             directory: Arc::new(Directory::default()),
             rooms: Arc::new(RoomDirectory::new(config.max_rooms)),
             admission: Arc::new(Admission::new(
@@ -196,9 +200,24 @@ impl Server {
 /// What the cores share: nothing of it is touched per message.
 #[derive(Clone)]
 struct Shared {
+    /// Checks login tokens; `None` runs an open server, as protocol v1.
+    auth: Option<Verifier>,
     directory: Arc<Directory>,
     rooms: Arc<RoomDirectory>,
     admission: Arc<Admission>,
+}
+
+/// Says whether logins need a token, and warns about an HS256 secret too short to be safe.
+fn log_auth(config: &Config) {
+    match &config.auth_key {
+        AuthKey::Off => {}
+        AuthKey::Secret(secret) if secret.len() < auth::MIN_SECRET_BYTES => tracing::warn!(
+            bytes = secret.len(),
+            "logins need a token; the HS256 secret is shorter than {} bytes and can be guessed",
+            auth::MIN_SECRET_BYTES
+        ),
+        key => tracing::info!(?key, "logins need a signed token"),
+    }
 }
 
 /// Binds one listener per core on `port` of the configured host, unless the port is off; with the
@@ -288,6 +307,7 @@ fn run_core(parts: CoreParts, config: Arc<Config>) -> Result<(), String> {
         let shard = Shard::new(
             id,
             config.clone(),
+            shared.auth,
             shared.directory,
             shared.rooms,
             router,

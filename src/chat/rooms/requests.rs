@@ -14,6 +14,14 @@ pub fn join(shard: &Shard, conn: &Rc<Connection>, session: &mut Session, request
     let Some(room) = room_name(conn, request) else {
         return;
     };
+    if session
+        .grant
+        .as_ref()
+        .is_some_and(|grant| !grant.may_join(room))
+    {
+        let reason = format!("your login token does not let you join `{room}`");
+        return conn.reply(protocol::error(ErrorCode::Forbidden, &reason));
+    }
     let since = match request.since.as_deref() {
         None => None,
         Some(text) => match parse_seq(text) {
