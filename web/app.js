@@ -9,7 +9,12 @@ import { View } from "./view.js";
 const $ = (id) => document.getElementById(id);
 const NAME_KEY = "uring-chat:name";
 /** Errors that end the connection; the close that follows says what happens next. */
-const CLOSING = new Set(["FRAME_TOO_LARGE", "SLOW_CONSUMER", "SERVER_FULL", "SERVER_SHUTDOWN", "LOGIN_TIMEOUT"]);
+const CLOSING = new Set([
+  "FRAME_TOO_LARGE", "SLOW_CONSUMER", "SERVER_FULL", "SERVER_SHUTDOWN", "LOGIN_TIMEOUT", "AUTH_REQUIRED", "AUTH_FAILED",
+]);
+/** A login token handed over in the address (`/#token=<jwt>`, kept out of server logs by the `#`),
+ * for a server that requires one (docs/SECURITY.md). */
+const TOKEN = new URLSearchParams(location.hash.slice(1)).get("token");
 
 let chat = new Chat();
 let name = null; // the name we log in with, once the user chose it
@@ -40,7 +45,7 @@ const connection = new Connection({
     loggedIn = false;
     closeNotice = null;
     if (chat.me !== null) view.status("connecting", "Connected. Logging in again…");
-    connection.send({ type: "connect", content: name });
+    connection.send(TOKEN ? { type: "connect", content: name, token: TOKEN } : { type: "connect", content: name });
   },
   frame: (frame) => {
     if (loggedIn) onFrame(frame);
