@@ -4,8 +4,10 @@
 
 mod common;
 
+use std::io::{Read, Write};
+
 use common::ws::WsClient;
-use common::{content_of, Client, TestServer};
+use common::{content_of, eventually, Client, TestServer};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use uring_chat::config::{AuthKey, Config};
@@ -259,4 +261,31 @@ fn over_websocket_a_bad_token_gets_auth_failed_then_close_code_1008() {
     assert_eq!(closed.code, Some(1008));
     assert_eq!(closed.frames.len(), 1, "{:?}", closed.frames);
     assert_eq!(closed.frames[0]["code"], "AUTH_FAILED");
+}
+
+#[test]
+fn auth_errors_and_closes_are_counted_in_the_metrics() {
+    let server = hs256_server();
+    refused(&server, "alice", "", "AUTH_REQUIRED");
+    refused(&server, "alice", "not.a.jwt", "AUTH_FAILED");
+    let token = hs256(&claims("u", json!({"rooms": ["rust"]})));
+    let mut client = login(&server, "alice", &token);
+    client.send(r#"{"type":"join","room":"go"}"#);
+    client.expect_error("FORBIDDEN");
+    let expected = [
+        "uring_chat_protocol_errors_total{code=\"AUTH_REQUIRED\"} 1",
+        "uring_chat_protocol_errors_total{code=\"AUTH_FAILED\"} 1",
+        "uring_chat_protocol_errors_total{code=\"FORBIDDEN\"} 1",
+        "uring_chat_connections_closed_total{reason=\"auth_required\"} 1",
+        "uring_chat_connections_closed_total{reason=\"auth_failed\"} 1",
+    ];
+    eventually("the auth counts in /metrics", || {
+        let mut stream = std::net::TcpStream::connect(server.http.unwrap()).unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut body = String::new();
+        stream.read_to_string(&mut body).unwrap();
+        expected.iter().all(|line| body.lines().any(|l| l == *line))
+    });
 }
