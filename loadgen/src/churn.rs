@@ -19,6 +19,7 @@ use crate::options::{Protocol, Transport};
 use crate::redis;
 use crate::report::ChurnReport;
 use crate::stamp::{LineBuffer, MAX_FRAME};
+use crate::token;
 use crate::ws;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -43,6 +44,8 @@ pub struct ChurnConfig {
     /// uring-chat, `--big-room`: the rooms a churning client joins after each login.
     pub join: Vec<u32>,
     pub timeout: Duration,
+    /// `--auth-jwt-secret`: each login carries a token minted for its name.
+    pub auth_jwt_secret: Option<String>,
 }
 
 /// Counters shared with the main thread.
@@ -173,9 +176,11 @@ async fn client(cfg: Rc<ChurnConfig>, i: usize, churn: Rc<Notify>, counts: Arc<C
     let mut n = 0u64;
     loop {
         let login = match cfg.protocol {
-            Protocol::UringChat => Login::Chat {
-                name: format!("lg{}-ch{i}.{n}", cfg.run_id),
-            },
+            Protocol::UringChat => {
+                let name = format!("lg{}-ch{i}.{n}", cfg.run_id);
+                let token = (cfg.auth_jwt_secret.as_deref()).map(|s| token::mint(s, &name));
+                Login::Chat { name, token }
+            }
             Protocol::Redis => Login::Subscribe {
                 channels: vec![cfg.channel.clone()],
             },
@@ -328,6 +333,7 @@ pub(crate) fn start_for(
         target: SocketAddr::new(o.host.into(), o.port),
         protocol: o.protocol,
         transport: o.transport,
+        auth_jwt_secret: o.auth_jwt_secret.clone(),
         rate: o.churn,
         clients,
         run_id: run_id.to_string(),

@@ -24,8 +24,9 @@ pub type Writer = Arc<tokio::sync::Mutex<OwnedWriteHalf>>;
 /// How a connection logs in.
 #[derive(Clone, Debug)]
 pub enum Login {
-    /// uring-chat `{"type":"connect","content":NAME}`.
-    Chat { name: String },
+    /// uring-chat `{"type":"connect","content":NAME}`, with `"token":TOKEN` for a server that
+    /// requires signed identity.
+    Chat { name: String, token: Option<String> },
     /// Redis `SUBSCRIBE channel...` (one channel, or the client's rooms).
     Subscribe { channels: Vec<String> },
     /// Nothing (a Redis publishing connection).
@@ -122,8 +123,15 @@ async fn connect_inner(
             id: String::new(),
             rooms: Vec::new(),
         }),
-        Login::Chat { name } => {
-            let frame = format!("{{\"type\":\"connect\",\"content\":{}}}\n", json_str(name));
+        Login::Chat { name, token } => {
+            let token = match token {
+                Some(token) => format!(",\"token\":{}", json_str(token)),
+                None => String::new(),
+            };
+            let frame = format!(
+                "{{\"type\":\"connect\",\"content\":{}{token}}}\n",
+                json_str(name)
+            );
             let frame = Framer::new(dial.transport).frame(frame.as_bytes());
             stream.write_all(&frame).await?;
             let mut est = chat_login_reply(stream, dial.transport, leftover).await?;

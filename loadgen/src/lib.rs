@@ -25,6 +25,7 @@ mod run;
 pub mod stamp;
 pub mod stats;
 mod summary;
+pub mod token;
 pub mod worker;
 pub mod ws;
 pub mod ws_upgrade;

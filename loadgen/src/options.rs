@@ -172,6 +172,10 @@ pub struct Options {
     /// message); uring-chat only.
     #[arg(long, value_enum, default_value_t = Transport::Tcp)]
     pub transport: Transport,
+    /// For a uring-chat server started with `--auth-jwt-secret`: every login carries an HS256 token
+    /// minted (before the timed window) for its own name with this secret.
+    #[arg(long)]
+    pub auth_jwt_secret: Option<String>,
     /// Print one JSON report on stdout instead of the human text.
     #[arg(long)]
     pub json: bool,
@@ -246,6 +250,13 @@ impl Options {
             return bad(
                 "--transport ws is uring-chat's WebSocket endpoint: not with --protocol redis",
             );
+        }
+        match o.auth_jwt_secret.as_deref() {
+            Some("") => return bad("--auth-jwt-secret must not be empty"),
+            Some(_) if o.protocol != Protocol::UringChat => {
+                return bad("--auth-jwt-secret is for uring-chat logins: not with --protocol redis")
+            }
+            _ => {}
         }
         if o.connect_concurrency == 0 {
             return bad("--connect-concurrency must be at least 1");

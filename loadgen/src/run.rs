@@ -16,6 +16,7 @@ use crate::rooms::{self, RoomSend};
 use crate::stats::Shared;
 use crate::stats::{new_histogram, ThreadStats, Window};
 use crate::summary::{self, step, RoundData};
+use crate::token;
 use crate::worker::{self, ClientSpec, Cmd, Reply, Role, WorkerConfig};
 use crate::Error;
 use std::net::SocketAddr;
@@ -106,9 +107,11 @@ impl<'a> Session<'a> {
         for i in 0..o.clients {
             let my_rooms = mixed::client_rooms(o, plan.as_ref(), i);
             let login = match o.protocol {
-                Protocol::UringChat => Login::Chat {
-                    name: format!("lg{run_id}-{i}"),
-                },
+                Protocol::UringChat => {
+                    let name = format!("lg{run_id}-{i}");
+                    let token = (o.auth_jwt_secret.as_deref()).map(|s| token::mint(s, &name));
+                    Login::Chat { name, token }
+                }
                 Protocol::Redis => Login::Subscribe {
                     channels: match o.pattern {
                         _ if o.rooms > 0 => my_rooms.iter().map(|&r| rooms::name(r)).collect(),

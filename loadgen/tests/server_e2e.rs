@@ -282,3 +282,21 @@ fn idle_websocket_clients_answer_the_servers_pings() {
     server.shutdown();
     server.join().expect("server cores exit cleanly");
 }
+
+#[test]
+fn loadgen_logs_in_with_minted_tokens_where_the_server_requires_them() {
+    let secret = "a test secret of at least thirty-two bytes";
+    let server = start_server(|c| {
+        c.auth_key = uring_chat::config::AuthKey::Secret(secret.as_bytes().to_vec());
+    });
+    let port = server.local_addr().port();
+    let without = loadgen::run(&common::small_run(port, &[]));
+    assert!(
+        without.map_or(true, |report| report.connect.connected == 0),
+        "a run without tokens gets no client in"
+    );
+    let report = run(port, &["--auth-jwt-secret", secret]);
+    assert_eq!(report.connect.connected, 50, "{}", report.text());
+    assert_eq!(report.lost, 0, "{}", report.text());
+    assert!(report.received > 0);
+}

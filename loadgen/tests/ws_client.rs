@@ -30,6 +30,7 @@ fn dial(target: SocketAddr) -> Dial {
 fn login() -> Login {
     Login::Chat {
         name: "alice".into(),
+        token: None,
     }
 }
 
