@@ -388,3 +388,32 @@ fn a_bad_certificate_file_stops_the_start() {
     let error = Config::from_args(["uring-chat", "--tls-cert", "x.pem"]).err();
     assert!(format!("{error:?}").contains("--tls-key"), "{error:?}");
 }
+
+/// A reader that falls behind makes the writer's sends short: the unsent rest of a record must go
+/// out exactly as it was sealed, so every frame arrives intact and in order.
+#[test]
+fn short_writes_resend_the_sealed_rest() {
+    let _gate = common::shared();
+    let pki = Pki::new("short");
+    let server = pki.server(|c| {
+        c.rate_limit = 0;
+        c.max_outbound_bytes = 16 * 1024 * 1024;
+    });
+    let config = client_config(std::slice::from_ref(&pki.ca));
+    let mut alice = TlsClient::login(server.addr, config.clone(), "alice");
+    let mut bob = TlsClient::login(server.addr, config, "bob");
+    let count = 2000;
+    for i in 0..count {
+        alice.send(&chat(&format!("{i:05}{}", "y".repeat(2000))));
+    }
+    // Bob has not read: his socket is full and the server's sends were short.
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..count {
+        let frame = bob.next_reply();
+        let content = frame["content"].as_str().unwrap_or_default();
+        assert!(
+            content.starts_with(&format!("{i:05}")),
+            "frame {i}: {frame}"
+        );
+    }
+}
