@@ -11,7 +11,10 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
 
 mod defaults;
+mod keys;
 pub use defaults::*;
+use keys::{auth_key, tls_files};
+pub use keys::{read_secret_file, TlsFiles};
 
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -83,6 +86,8 @@ pub struct Config {
     pub auth_key: AuthKey,
     /// Clock skew allowed on a token's `exp` and `nbf`.
     pub auth_leeway: Duration,
+    /// The certificate chain and key that turn on TLS for the chat port; `None` is plain text.
+    pub tls: Option<TlsFiles>,
     pub log_level: String,
     pub log_format: LogFormat,
 }
@@ -123,6 +128,7 @@ impl Default for Config {
             max_rooms: DEFAULT_MAX_ROOMS,
             auth_key: AuthKey::Off,
             auth_leeway: DEFAULT_AUTH_LEEWAY,
+            tls: None,
             log_level: "info".into(),
             log_format: LogFormat::Text,
         }
@@ -257,6 +263,12 @@ struct Cli {
     /// Clock skew allowed on a token's exp and nbf.
     #[arg(long, env = "URING_CHAT_AUTH_LEEWAY", default_value = "30s", value_parser = parse_duration)]
     auth_leeway: Duration,
+    /// PEM certificate chain (leaf first) for TLS on the chat port; needs --tls-key.
+    #[arg(long, env = "URING_CHAT_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert's leaf.
+    #[arg(long, env = "URING_CHAT_TLS_KEY")]
+    tls_key: Option<PathBuf>,
     /// Log filter (error, warn, info, debug, trace, or a tracing directive); RUST_LOG wins when set.
     #[arg(long, env = "URING_CHAT_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -331,6 +343,7 @@ impl Config {
                 cli.auth_jwt_public_key,
             )?,
             auth_leeway: cli.auth_leeway,
+            tls: tls_files(cli.tls_cert, cli.tls_key)?,
             log_level: cli.log_level,
             log_format: cli.log_format,
         };
@@ -446,45 +459,6 @@ impl ConfigError {
             }
         }
     }
-}
-
-/// The one key the three `--auth-jwt-*` settings may name, read from its file.
-fn auth_key(
-    secret: Option<String>,
-    secret_file: Option<PathBuf>,
-    public_key: Option<PathBuf>,
-) -> Result<AuthKey, String> {
-    match (secret, secret_file, public_key) {
-        (None, None, None) => Ok(AuthKey::Off),
-        (Some(secret), None, None) if !secret.is_empty() => {
-            Ok(AuthKey::Secret(secret.into_bytes()))
-        }
-        (Some(_), None, None) => Err("--auth-jwt-secret must not be empty".into()),
-        (None, Some(path), None) => read_secret_file(&path).map(AuthKey::Secret),
-        (None, None, Some(path)) => std::fs::read(&path)
-            .map(AuthKey::PublicKeyPem)
-            .map_err(|e| format!("cannot read --auth-jwt-public-key {}: {e}", path.display())),
-        _ => Err(
-            "give one of --auth-jwt-secret, --auth-jwt-secret-file and --auth-jwt-public-key"
-                .into(),
-        ),
-    }
-}
-
-/// A secret from a file, less one trailing newline (editors and `echo` add one).
-pub fn read_secret_file(path: &Path) -> Result<Vec<u8>, String> {
-    let mut secret = std::fs::read(path)
-        .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
-    if secret.last() == Some(&b'\n') {
-        secret.pop();
-        if secret.last() == Some(&b'\r') {
-            secret.pop();
-        }
-    }
-    if secret.is_empty() {
-        return Err(format!("secret file {} is empty", path.display()));
-    }
-    Ok(secret)
 }
 
 /// The old server's variable, when neither the flag nor its `URING_CHAT_*` twin is set.

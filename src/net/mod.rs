@@ -9,6 +9,7 @@
 //! - [`park`]: the writer's yield in a long pass, which lets the runtime submit io_uring work.
 //! - [`guards`]: per-connection defences: flood control and the connection caps.
 //! - [`http`]: HTTP request heads (parsed with httparse, bounded) and plain responses, sans-IO.
+//! - [`tls`]: TLS sans-IO over rustls: ciphertext in, plaintext out; batches sealed per connection.
 //! - [`transport`]: TCP or WebSocket: how a connection's frames go on the wire, and why it closes.
 //! - [`websocket`]: RFC 6455 sans-IO over tungstenite: the upgrade answer, inbound messages, and
 //!   the server's frames as bytes.
@@ -23,6 +24,7 @@ pub mod guards;
 pub mod http;
 pub mod outbound;
 pub mod park;
+pub mod tls;
 pub mod transport;
 pub mod websocket;
 pub mod writer;

@@ -30,14 +30,30 @@ struct Shared {
     /// The same frame as a WebSocket text message, made for the first WebSocket recipient on this
     /// core and shared by the rest.
     websocket: OnceCell<OutFrame>,
+    /// TLS ciphertext for one connection, not a frame: after a short write it is resent as it is.
+    sealed: bool,
 }
 
 impl OutFrame {
     pub fn new(bytes: Bytes) -> OutFrame {
+        OutFrame::make(bytes, false)
+    }
+
+    /// One connection's ciphertext (a batch sealed by its TLS session).
+    pub fn sealed(bytes: Bytes) -> OutFrame {
+        OutFrame::make(bytes, true)
+    }
+
+    fn make(bytes: Bytes, sealed: bool) -> OutFrame {
         OutFrame(Rc::new(Shared {
             bytes,
             websocket: OnceCell::new(),
+            sealed,
         }))
+    }
+
+    pub fn is_sealed(&self) -> bool {
+        self.0.sealed
     }
 
     pub fn len(&self) -> usize {
@@ -64,7 +80,7 @@ impl OutFrame {
 
     /// The unwritten rest of a frame after a short write.
     fn tail(&self, from: usize) -> OutFrame {
-        OutFrame::new(self.0.bytes.slice(from..))
+        OutFrame::make(self.0.bytes.slice(from..), self.0.sealed)
     }
 }
 
@@ -111,11 +127,26 @@ impl OutQueue {
         self.frames.push_back(frame);
     }
 
-    /// Frees everything not yet handed to the kernel; used when the client is cut off.
+    /// Frees everything not yet handed to the kernel; used when the client is cut off. The unsent
+    /// rest of a TLS record stays: without it, whatever follows would fail the peer's MAC check.
     pub fn clear(&mut self) {
-        let queued: usize = self.frames.iter().map(OutFrame::len).sum();
+        let keep = usize::from(self.frames.front().is_some_and(OutFrame::is_sealed));
+        let queued: usize = self.frames.iter().skip(keep).map(OutFrame::len).sum();
         self.owed -= queued;
-        self.frames.clear();
+        self.frames.truncate(keep);
+    }
+
+    /// Puts `frames` (taken by [`OutQueue::take_batch`], not written) back at the front, in order.
+    pub fn put_back(&mut self, frames: impl DoubleEndedIterator<Item = OutFrame>) {
+        for frame in frames.rev() {
+            self.frames.push_front(frame);
+        }
+    }
+
+    /// Accounts for a batch of `plain` bytes replaced by `wire` bytes of ciphertext (or for TLS
+    /// output with no plaintext behind it, `plain` 0): the bound counts what goes on the wire.
+    pub fn reseal(&mut self, plain: usize, wire: usize) {
+        self.owed = self.owed - plain + wire;
     }
 
     pub fn is_empty(&self) -> bool {
@@ -246,5 +277,29 @@ mod tests {
         assert_eq!(queue.owed(), 3, "the batch in flight is still owed");
         queue.complete_batch(&mut batch, 3);
         assert_eq!(queue.owed(), 0);
+    }
+
+    #[test]
+    fn clear_keeps_the_rest_of_a_sealed_record() {
+        let mut queue = OutQueue::default();
+        queue.push(frame("abc"), 100).unwrap();
+        let mut batch = Vec::new();
+        queue.take_batch(&mut batch);
+        let sealed = OutFrame::sealed(Bytes::from_static(b"0123456789"));
+        batch.clear();
+        batch.push(sealed);
+        queue.reseal(3, 10);
+        queue.complete_batch(&mut batch, 4);
+        queue.push(frame("def"), 100).unwrap();
+        queue.clear();
+        assert_eq!(
+            queue.owed(),
+            6,
+            "the record's unsent 6 bytes are still owed"
+        );
+        let mut batch = Vec::new();
+        queue.take_batch(&mut batch);
+        assert!(batch[0].is_sealed());
+        assert_eq!(batch[0].as_bytes(), b"456789");
     }
 }

@@ -48,10 +48,16 @@ pub enum CloseReason {
     AuthRequired,
     /// A login whose token did not check out (`AUTH_FAILED`).
     AuthFailed,
+    /// Plain text on a TLS port.
+    TlsPlaintext,
+    /// A failed TLS handshake or record: an untrusted certificate, a protocol error.
+    TlsFailed,
+    /// The login timeout found the TLS handshake unfinished.
+    TlsHandshakeTimeout,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 14] = [
+    pub const ALL: [CloseReason; 17] = [
         CloseReason::PeerClosed,
         CloseReason::Disconnect,
         CloseReason::Refused,
@@ -66,6 +72,9 @@ impl CloseReason {
         CloseReason::WriteFailed,
         CloseReason::AuthRequired,
         CloseReason::AuthFailed,
+        CloseReason::TlsPlaintext,
+        CloseReason::TlsFailed,
+        CloseReason::TlsHandshakeTimeout,
     ];
 
     /// The label in metrics.
@@ -85,6 +94,9 @@ impl CloseReason {
             CloseReason::WriteFailed => "write_failed",
             CloseReason::AuthRequired => "auth_required",
             CloseReason::AuthFailed => "auth_failed",
+            CloseReason::TlsPlaintext => "tls_plaintext",
+            CloseReason::TlsFailed => "tls_failed",
+            CloseReason::TlsHandshakeTimeout => "tls_handshake_timeout",
         }
     }
 
@@ -94,14 +106,15 @@ impl CloseReason {
         match self {
             CloseReason::Disconnect | CloseReason::PeerClosed | CloseReason::WriteFailed => 1000,
             CloseReason::Shutdown => 1001,
-            CloseReason::Protocol => 1002,
+            CloseReason::Protocol | CloseReason::TlsPlaintext | CloseReason::TlsFailed => 1002,
             CloseReason::InvalidUtf8 => 1007,
             CloseReason::LoginTimeout
             | CloseReason::PingTimeout
             | CloseReason::SlowConsumer
             | CloseReason::Flood
             | CloseReason::AuthRequired
-            | CloseReason::AuthFailed => 1008,
+            | CloseReason::AuthFailed
+            | CloseReason::TlsHandshakeTimeout => 1008,
             CloseReason::FrameTooLarge => 1009,
             CloseReason::Refused => 1013,
         }

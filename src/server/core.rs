@@ -13,6 +13,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::ServerConfig;
 use tokio::sync::Notify;
 use tokio_uring::net::{TcpListener, TcpStream};
 
@@ -22,6 +23,7 @@ use crate::config::Config;
 use crate::hub::{Inbox, Mail};
 use crate::metrics::{CoreMetrics, Exposition};
 use crate::net::guards::Refusal;
+use crate::net::tls::TlsSession;
 use crate::net::{CloseReason, Connection, Sockets, Transport};
 use crate::server::{reader, sweeper};
 
@@ -52,6 +54,8 @@ pub struct Core {
     /// This core's counters, and every core's for `/metrics`.
     pub metrics: Arc<CoreMetrics>,
     pub exposition: Arc<Exposition>,
+    /// The chat port's TLS configuration; `None` serves plain text.
+    tls: Option<Arc<ServerConfig>>,
     connections: RefCell<HashMap<u64, Rc<Connection>>>,
     next_connection: Cell<u64>,
     phase: Cell<Phase>,
@@ -68,6 +72,7 @@ impl Core {
         sockets: Rc<Sockets>,
         metrics: Arc<CoreMetrics>,
         exposition: Arc<Exposition>,
+        tls: Option<Arc<ServerConfig>>,
     ) -> Rc<Core> {
         let rounds_heard = RefCell::new(vec![0; shard.router.cores()]);
         Rc::new(Core {
@@ -76,6 +81,7 @@ impl Core {
             sockets,
             metrics,
             exposition,
+            tls,
             connections: RefCell::default(),
             next_connection: Cell::new(0),
             phase: Cell::new(Phase::Running),
@@ -102,9 +108,20 @@ impl Core {
     /// Registers a connection the accept loop took, or turns it away when the server is full.
     fn admit(self: &Rc<Self>, stream: TcpStream, peer: SocketAddr) {
         let (counted_ip, verdict) = self.sockets.admission.admit(peer.ip());
+        let tls = match self.tls.clone().map(TlsSession::new).transpose() {
+            Ok(tls) => tls,
+            Err(error) => {
+                // Only a configuration rustls rejects gets here; `load` checked it at start.
+                tracing::error!(core = self.id(), %error, "cannot start a TLS session");
+                let id = self.next_id();
+                let conn =
+                    Connection::new(&self.sockets, id, stream, Transport::Tcp, counted_ip, None);
+                return conn.shutdown_now(CloseReason::TlsFailed);
+            }
+        };
         if let Err(refusal) = verdict {
             let id = self.next_id();
-            let conn = Connection::new(&self.sockets, id, stream, Transport::Tcp, counted_ip);
+            let conn = Connection::new(&self.sockets, id, stream, Transport::Tcp, counted_ip, tls);
             let reason = match refusal {
                 Refusal::Full(max) => format!("the server holds its maximum of {max} connections"),
                 Refusal::AddressFull(cap) => {
@@ -115,7 +132,7 @@ impl Core {
             let frame = protocol::error(ErrorCode::ServerFull, &reason);
             return conn.finish(frame, CloseReason::Refused);
         }
-        let conn = self.register(stream, Transport::Tcp, counted_ip);
+        let conn = self.register(stream, Transport::Tcp, counted_ip, tls);
         tokio_uring::spawn(reader::serve_tcp(self.clone(), conn));
     }
 
@@ -126,9 +143,10 @@ impl Core {
         stream: TcpStream,
         transport: Transport,
         counted_ip: Option<std::net::IpAddr>,
+        tls: Option<TlsSession>,
     ) -> Rc<Connection> {
         let id = self.next_id();
-        let conn = Connection::new(&self.sockets, id, stream, transport, counted_ip);
+        let conn = Connection::new(&self.sockets, id, stream, transport, counted_ip, tls);
         self.metrics.accepted(transport, None);
         tracing::debug!(
             core = self.id(),

@@ -36,6 +36,7 @@ use crate::hub::router::INBOX_BATCHES;
 use crate::hub::{Inbox, Mail, Outbox, Router};
 use crate::metrics::{CoreMetrics, Exposition};
 use crate::net::guards::Admission;
+use crate::net::tls;
 use crate::net::writer::Writers;
 use crate::net::{SocketLimits, Sockets};
 
@@ -62,6 +63,9 @@ impl Server {
     pub fn start(mut config: Config) -> Result<Server, String> {
         config.validate()?;
         let verifier = Verifier::from_config(&config.auth_key, config.auth_leeway)?;
+        let tls = (config.tls.as_ref())
+            .map(|files| tls::load(&files.cert, &files.key))
+            .transpose()?;
         startup::check_io_uring()?;
         let fd_limit = startup::raise_fd_limit();
         let capacity = fd_limit.saturating_sub(startup::RESERVED_FDS).max(1) as usize;
@@ -92,8 +96,12 @@ impl Server {
             );
         }
         log_auth(&config);
+        if let Some(files) = &config.tls {
+            tracing::info!(cert = %files.cert.display(), "TLS on the chat port");
+        }
         let shared = Shared {
             auth: verifier,
+            tls,
             directory: Arc::new(Directory::default()),
             rooms: Arc::new(RoomDirectory::new(config.max_rooms)),
             admission: Arc::new(Admission::new(
@@ -202,6 +210,8 @@ impl Server {
 struct Shared {
     /// Checks login tokens; `None` runs an open server, as protocol v1.
     auth: Option<Verifier>,
+    /// The chat port's TLS configuration; `None` serves plain text.
+    tls: Option<Arc<rustls::ServerConfig>>,
     directory: Arc<Directory>,
     rooms: Arc<RoomDirectory>,
     admission: Arc<Admission>,
@@ -314,7 +324,7 @@ fn run_core(parts: CoreParts, config: Arc<Config>) -> Result<(), String> {
             counters,
         );
         let metrics_apart = config.metrics_port.is_some();
-        let core = Core::new(config, shard, sockets, metrics, exposition);
+        let core = Core::new(config, shard, sockets, metrics, exposition, shared.tls);
         let start = |listener, routes| {
             let listener = tokio_uring::net::TcpListener::from_std(listener);
             HttpPort::start(core.clone(), listener, routes)

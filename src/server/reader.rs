@@ -36,7 +36,66 @@ pub trait Inbound {
 pub async fn serve_tcp(core: Rc<Core>, conn: Rc<Connection>) {
     let lines = Lines(FrameDecoder::new(core.config.max_frame_bytes));
     let buf = Vec::with_capacity(core.config.read_buffer_bytes);
-    serve(core, conn, lines, buf).await;
+    if conn.tls().is_some() {
+        let tls = Tls {
+            inner: lines,
+            plain: Vec::new(),
+        };
+        serve(core, conn, tls, buf).await;
+    } else {
+        serve(core, conn, lines, buf).await;
+    }
+}
+
+/// TLS under a transport's framing: each read's ciphertext is decrypted, and the plaintext framed
+/// by `inner` as a plain socket's bytes are. Handshake flights go out through the writer.
+struct Tls<I> {
+    inner: I,
+    /// Decrypted bytes not yet framed: a partial frame waits here for the next read.
+    plain: Vec<u8>,
+}
+
+impl<I: Inbound> Inbound for Tls<I> {
+    fn take_frames(
+        &mut self,
+        core: &Core,
+        conn: &Rc<Connection>,
+        session: &mut Option<Session>,
+        buf: &mut Vec<u8>,
+    ) {
+        let Some(tls) = conn.tls() else {
+            return self.inner.take_frames(core, conn, session, buf);
+        };
+        // The session's borrow ends here: framing below replies, and replies reach the writer.
+        let (result, handshake_done) = {
+            let mut tls = tls.borrow_mut();
+            let sealable = tls.can_seal();
+            let result = tls.input(buf, &mut self.plain);
+            (result, !sealable && tls.can_seal())
+        };
+        buf.clear();
+        let progress = match result {
+            Ok(progress) => progress,
+            Err(failure) => return conn.fail_tls(failure),
+        };
+        if progress.wants_write || handshake_done {
+            conn.flush_tls();
+        }
+        if !self.plain.is_empty() {
+            self.inner.take_frames(core, conn, session, &mut self.plain);
+        }
+        if self.plain.is_empty() && self.plain.capacity() > core.config.read_buffer_bytes {
+            self.plain = Vec::new();
+        }
+        if progress.peer_closed {
+            conn.close_after_flush(CloseReason::PeerClosed);
+        }
+    }
+
+    fn reset(&mut self) {
+        self.inner.reset();
+        self.plain.clear();
+    }
 }
 
 /// The reader task: reads, hands what arrives to `inbound`, and cleans up at the end. `buf` may

@@ -30,7 +30,7 @@ pub fn adopt(
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "TCP_NODELAY failed");
     }
-    let conn = core.register(stream, Transport::WebSocket, counted_ip);
+    let conn = core.register(stream, Transport::WebSocket, counted_ip, None);
     conn.send_wire(answer.into());
     if core.config.ws_echo {
         // An echo client never logs in; the login timeout is for chat clients.
