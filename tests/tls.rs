@@ -417,3 +417,81 @@ fn short_writes_resend_the_sealed_rest() {
         );
     }
 }
+
+/// Whether a new client trusting only `ca` completes a handshake and logs in.
+fn trusted_by(addr: SocketAddr, ca: &CertificateDer<'static>, name: &str) -> bool {
+    let mut client = TlsClient::connect(addr, client_config(std::slice::from_ref(ca)));
+    let login = json!({"type": "connect", "content": name}).to_string() + "\n";
+    let stream = client.stream.get_mut();
+    if (stream.write_all(login.as_bytes()))
+        .and_then(|()| stream.flush())
+        .is_err()
+    {
+        return false;
+    }
+    let mut line = String::new();
+    client.stream.read_line(&mut line).is_ok_and(|n| n > 0)
+}
+
+/// A reload (SIGHUP) while messages flow: connections open before it keep chatting on the old
+/// certificate and lose nothing, new ones get the new one, and a bad file keeps the last good pair.
+#[test]
+fn a_certificate_reload_under_load_drops_nobody() {
+    let _gate = common::shared();
+    let old = Pki::new("reload-old");
+    let new = Pki::new("reload-new");
+    let server = old.server(|c| c.rate_limit = 0);
+    let config = client_config(std::slice::from_ref(&old.ca));
+    const MESSAGES: usize = 300;
+    let mut sender = TlsClient::login(server.addr, config.clone(), "sender");
+    let receivers: Vec<_> = (0..8)
+        .map(|i| TlsClient::login(server.addr, config.clone(), &format!("r{i}")))
+        .map(|mut client| {
+            std::thread::spawn(move || {
+                for seq in 0..MESSAGES {
+                    let frame = client.next_reply();
+                    assert_eq!(frame["content"], seq.to_string(), "in order, nothing lost");
+                }
+                client
+            })
+        })
+        .collect();
+    let sending = std::thread::spawn(move || {
+        for seq in 0..MESSAGES {
+            sender.send(&chat(&seq.to_string()));
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        sender
+    });
+
+    std::thread::sleep(Duration::from_millis(300));
+    for file in ["server.pem", "server.key"] {
+        std::fs::copy(new.dir.join(file), old.dir.join(file)).unwrap();
+    }
+    server.reload_tls().expect("the new pair loads");
+    assert!(
+        trusted_by(server.addr, &new.ca, "after-reload"),
+        "new connections get the new certificate"
+    );
+    assert!(
+        !trusted_by(server.addr, &old.ca, "old-trust"),
+        "and no longer the old one"
+    );
+
+    std::fs::write(old.dir.join("server.pem"), "not a certificate").unwrap();
+    let error = server.reload_tls().unwrap_err();
+    assert!(error.contains("server.pem"), "{error}");
+    assert!(
+        trusted_by(server.addr, &new.ca, "after-bad-file"),
+        "a bad file keeps the last good pair"
+    );
+
+    let mut sender = sending.join().unwrap();
+    for receiver in receivers {
+        let mut client = receiver.join().expect("every receiver got every message");
+        client.send(r#"{"type":"ping","content":"still here"}"#);
+        assert_eq!(client.next_reply()["content"], "still here");
+    }
+    sender.send(r#"{"type":"ping","content":"sender too"}"#);
+    assert_eq!(sender.next_reply()["content"], "sender too");
+}

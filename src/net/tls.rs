@@ -7,14 +7,55 @@
 //! Ciphertext, once made, is resent exactly as it is after a short write, never made again.
 
 use std::io::{IoSlice, Read, Write};
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{NoServerSessionStorage, ServerConfig, ServerConnection};
 
 use crate::net::outbound::OutFrame;
+
+/// The certificate every core's new TLS connections start from, replaced whole on a reload (SIGHUP).
+/// Read once per accepted connection, never per message; a connection keeps the configuration it
+/// started with, so a reload drops nobody.
+#[derive(Clone, Debug)]
+pub struct Certificate {
+    cert: PathBuf,
+    key: PathBuf,
+    current: Arc<RwLock<Arc<ServerConfig>>>,
+}
+
+impl Certificate {
+    /// Loads `cert` and `key` ([`load`]).
+    pub fn load(cert: &Path, key: &Path) -> Result<Certificate, String> {
+        Ok(Certificate {
+            current: Arc::new(RwLock::new(load(cert, key)?)),
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+        })
+    }
+
+    /// The configuration a new connection starts from.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        let current = self
+            .current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        current.clone()
+    }
+
+    /// Reads the files again. On success new connections get the new pair; on an error (a file
+    /// half written, a key that does not match) the old pair stays and the error says why.
+    pub fn reload(&self) -> Result<(), String> {
+        let config = load(&self.cert, &self.key)?;
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = config;
+        Ok(())
+    }
+}
 
 /// The first byte of a TLS handshake record: anything else first is not a TLS client.
 const HANDSHAKE_RECORD: u8 = 0x16;

@@ -13,7 +13,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::ServerConfig;
 use tokio::sync::Notify;
 use tokio_uring::net::{TcpListener, TcpStream};
 
@@ -23,7 +22,7 @@ use crate::config::Config;
 use crate::hub::{Inbox, Mail};
 use crate::metrics::{CoreMetrics, Exposition};
 use crate::net::guards::Refusal;
-use crate::net::tls::TlsSession;
+use crate::net::tls::{Certificate, TlsSession};
 use crate::net::{CloseReason, Connection, Sockets, Transport};
 use crate::server::{reader, sweeper};
 
@@ -55,7 +54,7 @@ pub struct Core {
     pub metrics: Arc<CoreMetrics>,
     pub exposition: Arc<Exposition>,
     /// The chat port's TLS configuration; `None` serves plain text.
-    tls: Option<Arc<ServerConfig>>,
+    tls: Option<Certificate>,
     connections: RefCell<HashMap<u64, Rc<Connection>>>,
     next_connection: Cell<u64>,
     phase: Cell<Phase>,
@@ -72,7 +71,7 @@ impl Core {
         sockets: Rc<Sockets>,
         metrics: Arc<CoreMetrics>,
         exposition: Arc<Exposition>,
-        tls: Option<Arc<ServerConfig>>,
+        tls: Option<Certificate>,
     ) -> Rc<Core> {
         let rounds_heard = RefCell::new(vec![0; shard.router.cores()]);
         Rc::new(Core {
@@ -108,7 +107,8 @@ impl Core {
     /// Registers a connection the accept loop took, or turns it away when the server is full.
     fn admit(self: &Rc<Self>, stream: TcpStream, peer: SocketAddr) {
         let (counted_ip, verdict) = self.sockets.admission.admit(peer.ip());
-        let tls = match self.tls.clone().map(TlsSession::new).transpose() {
+        let session = (self.tls.as_ref()).map(|certificate| TlsSession::new(certificate.current()));
+        let tls = match session.transpose() {
             Ok(tls) => tls,
             Err(error) => {
                 // Only a configuration rustls rejects gets here; `load` checked it at start.

@@ -48,6 +48,8 @@ pub struct Server {
     inboxes: Vec<Outbox<ShardMsg>>,
     threads: Vec<JoinHandle<()>>,
     exits: flume::Receiver<CoreExit>,
+    /// The chat port's certificate, which [`Server::reload_tls`] replaces.
+    tls: Option<tls::Certificate>,
 }
 
 /// How a core thread ended.
@@ -64,7 +66,7 @@ impl Server {
         config.validate()?;
         let verifier = Verifier::from_config(&config.auth_key, config.auth_leeway)?;
         let tls = (config.tls.as_ref())
-            .map(|files| tls::load(&files.cert, &files.key))
+            .map(|files| tls::Certificate::load(&files.cert, &files.key))
             .transpose()?;
         startup::check_io_uring()?;
         let fd_limit = startup::raise_fd_limit();
@@ -157,6 +159,7 @@ impl Server {
             http_addr,
             metrics_addr,
             inboxes: senders,
+            tls: shared.tls.clone(),
             threads,
             exits,
         })
@@ -175,6 +178,16 @@ impl Server {
     /// The address of the metrics port, when `/metrics` has one of its own.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// Reads the TLS certificate and key again (what SIGHUP does): new connections get the new
+    /// pair, open ones keep theirs. A bad file leaves the old pair in place; the error says why.
+    /// Without TLS there is nothing to reload.
+    pub fn reload_tls(&self) -> Result<(), String> {
+        let Some(certificate) = &self.tls else {
+            return Err("no --tls-cert to reload: TLS is off".into());
+        };
+        certificate.reload()
     }
 
     /// Begins a graceful stop: no new input, SERVER_SHUTDOWN to every client, flush, close.
@@ -210,8 +223,8 @@ impl Server {
 struct Shared {
     /// Checks login tokens; `None` runs an open server, as protocol v1.
     auth: Option<Verifier>,
-    /// The chat port's TLS configuration; `None` serves plain text.
-    tls: Option<Arc<rustls::ServerConfig>>,
+    /// The chat port's certificate; `None` serves plain text.
+    tls: Option<tls::Certificate>,
     directory: Arc<Directory>,
     rooms: Arc<RoomDirectory>,
     admission: Arc<Admission>,
@@ -350,6 +363,7 @@ fn run_core(parts: CoreParts, config: Arc<Config>) -> Result<(), String> {
 
 /// What the binary does: start, serve until SIGINT or SIGTERM, drain, exit. A second signal exits
 /// at once with 128 + its number; a core that fails or panics ends the process with an error.
+/// SIGHUP reloads the TLS certificate and key.
 pub fn run(config: Config) -> Result<(), String> {
     use tokio::signal::unix::{signal, SignalKind};
 
@@ -361,10 +375,17 @@ pub fn run(config: Config) -> Result<(), String> {
     let outcome: Result<(), String> = runtime.block_on(async {
         let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-        tokio::select! {
-            _ = terminate.recv() => tracing::info!("SIGTERM: draining"),
-            _ = interrupt.recv() => tracing::info!("SIGINT: draining"),
-            exit = server.next_exit() => return Err(early_exit(exit)),
+        let mut hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+        loop {
+            tokio::select! {
+                _ = terminate.recv() => break tracing::info!("SIGTERM: draining"),
+                _ = interrupt.recv() => break tracing::info!("SIGINT: draining"),
+                _ = hangup.recv() => match server.reload_tls() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                    Err(error) => tracing::warn!(%error, "SIGHUP: kept the old TLS certificate"),
+                },
+                exit = server.next_exit() => return Err(early_exit(exit)),
+            }
         }
         server.shutdown();
         let mut running = server.threads.len();

@@ -76,6 +76,11 @@ impl TestServer {
 }
 
 impl TestServer {
+    /// Reloads the TLS certificate and key from their files, as SIGHUP does.
+    pub fn reload_tls(&self) -> Result<(), String> {
+        self.server.as_ref().expect("running").reload_tls()
+    }
+
     /// Starts the drain (as SIGTERM does) without waiting for it; drop waits.
     pub fn begin_shutdown(&self) {
         if let Some(server) = &self.server {
