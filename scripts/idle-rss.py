@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """RSS per idle logged-in connection of a running uring-chat server.
 
-Usage: scripts/idle-rss.py PORT CONNECTIONS SERVER_PID [--ws]
+Usage: scripts/idle-rss.py PORT CONNECTIONS SERVER_PID [--ws | --tls CA_FILE]
 
-With --ws, PORT is the HTTP port and the clients are WebSocket clients of `/ws`.
+With --ws, PORT is the HTTP port and the clients are WebSocket clients of `/ws`. With --tls, the
+clients speak TLS to a server started with --tls-cert/--tls-key, trusting CA_FILE.
 
 Opens CONNECTIONS/2 idle connections, logs them in, waits for presence traffic to settle, reads the
 server's VmRSS, then does the same again. The second step's slope excludes one-off costs (rings
@@ -17,6 +18,10 @@ import time
 
 port, n, pid = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 websocket = "--ws" in sys.argv[4:]
+tls = None
+if "--tls" in sys.argv[4:]:
+    import ssl
+    tls = ssl.create_default_context(cafile=sys.argv[sys.argv.index("--tls") + 1])
 socks = []
 UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
@@ -43,6 +48,8 @@ def add(count):
     new = []
     for _ in range(count):
         s = socket.create_connection(("127.0.0.1", port))
+        if tls:
+            s = tls.wrap_socket(s, server_hostname="localhost")
         name = f"idle{len(socks) + len(new)}"
         s.sendall(login_bytes(name))
         new.append(s)
@@ -59,7 +66,7 @@ def add(count):
         try:
             while s.recv(1 << 20):
                 pass
-        except BlockingIOError:
+        except OSError:  # nothing more to read: BlockingIOError, or ssl.SSLWantReadError
             pass
     time.sleep(0.3)
 
