@@ -211,9 +211,10 @@ fn a_rate_claim_raises_that_users_flood_limit_only() {
 }
 
 #[test]
-fn public_keys_es256_eddsa_and_rs256_verify_their_own_algorithm_only() {
+fn public_keys_es256_es384_eddsa_and_rs256_verify_their_own_algorithm_only() {
     let cases = [
         ("es256", Algorithm::ES256),
+        ("es384", Algorithm::ES384),
         ("ed25519", Algorithm::EdDSA),
         ("rsa", Algorithm::RS256),
     ];
@@ -222,7 +223,7 @@ fn public_keys_es256_eddsa_and_rs256_verify_their_own_algorithm_only() {
         let server = server_with(AuthKey::PublicKeyPem(public.clone()), |_| {});
         let private = fixture(&format!("{name}-private.pem"));
         let key = match algorithm {
-            Algorithm::ES256 => EncodingKey::from_ec_pem(&private),
+            Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(&private),
             Algorithm::EdDSA => EncodingKey::from_ed_pem(&private),
             _ => EncodingKey::from_rsa_pem(&private),
         };
