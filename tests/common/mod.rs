@@ -9,6 +9,7 @@ use serde_json::Value;
 use uring_chat::config::Config;
 use uring_chat::server::Server;
 
+pub mod tls;
 pub mod ws;
 
 /// How long a client waits for a frame before the test fails (not a timing goal: a hang guard).

@@ -1,0 +1,88 @@
+//! A test PKI made in the test (rcgen): a CA, a certificate for localhost and 127.0.0.1, and
+//! rustls client settings that trust it. Shared by the TLS tests of every port.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::CertificateDer;
+use rustls::{ClientConfig, RootCertStore};
+use uring_chat::config::{Config, TlsFiles};
+
+use super::TestServer;
+
+/// A test CA and a server certificate for localhost and 127.0.0.1, as PEM files in a temp dir.
+pub struct Pki {
+    pub dir: PathBuf,
+    pub ca: CertificateDer<'static>,
+}
+
+impl Pki {
+    pub fn new(name: &str) -> Pki {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(vec![]).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        (ca_params.distinguished_name).push(DnType::CommonName, "uring-chat test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, &ca_key);
+        let leaf_key = KeyPair::generate().unwrap();
+        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let mut leaf_params = CertificateParams::new(names).unwrap();
+        (leaf_params.distinguished_name).push(DnType::CommonName, "localhost");
+        leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+        let dir =
+            std::env::temp_dir().join(format!("uring-chat-tls-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.join("server.pem"), leaf.pem()).unwrap();
+        std::fs::write(dir.join("server.key"), leaf_key.serialize_pem()).unwrap();
+        Pki {
+            dir,
+            ca: ca.der().clone(),
+        }
+    }
+
+    pub fn files(&self) -> TlsFiles {
+        TlsFiles {
+            cert: self.dir.join("server.pem"),
+            key: self.dir.join("server.key"),
+        }
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    pub fn server(&self, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let files = self.files();
+        TestServer::start_with(|config| {
+            config.tls = Some(files);
+            adjust(config);
+        })
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn client_config(roots: &[CertificateDer<'static>]) -> Arc<ClientConfig> {
+    let mut store = RootCertStore::empty();
+    for root in roots {
+        store.add(root.clone()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    Arc::new(config)
+}
