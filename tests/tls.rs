@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use uring_chat::config::{Config, TlsFiles};
 use uring_chat::server::Server;
 
-use common::tls::{client_config, Pki};
+use common::tls::{client_config, closed, Pki};
 use common::{chat, content_of, eventually, READ_TIMEOUT};
 
 /// A line client over rustls (blocking).
@@ -71,18 +71,6 @@ impl TlsClient {
             }
         }
     }
-}
-
-/// `uring_chat_connections_closed_total{reason}` from the HTTP port.
-fn closed(http: SocketAddr, reason: &str) -> f64 {
-    let mut stream = TcpStream::connect(http).unwrap();
-    write!(stream, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let series = format!("uring_chat_connections_closed_total{{reason=\"{reason}\"}} ");
-    (answer.lines())
-        .find_map(|line| line.strip_prefix(&series))
-        .map_or(0.0, |value| value.parse().unwrap())
 }
 
 /// Reads until EOF (or a reset); everything that came.
@@ -157,7 +145,7 @@ fn plain_text_to_the_tls_port_gets_an_alert_and_a_close() {
     assert_eq!(got.first(), Some(&0x15), "a TLS alert record: {got:?}");
     let http = server.http.unwrap();
     eventually("the close is counted", || {
-        closed(http, "tls_plaintext") == 1.0
+        closed(http, &pki.ca, "tls_plaintext") == 1.0
     });
 }
 
@@ -173,7 +161,7 @@ fn a_client_that_does_not_trust_the_certificate_fails_and_is_counted() {
     assert!(error.to_string().contains("UnknownIssuer"), "{error}");
     let http = server.http.unwrap();
     eventually("the failure is counted", || {
-        closed(http, "tls_failed") == 1.0
+        closed(http, &pki.ca, "tls_failed") == 1.0
     });
 }
 
@@ -200,7 +188,7 @@ fn a_stalled_handshake_is_closed_at_the_login_timeout() {
     assert!(waited < Duration::from_secs(5), "closed after {waited:?}");
     let http = server.http.unwrap();
     eventually("the timeouts are counted", || {
-        closed(http, "tls_handshake_timeout") == 50.0
+        closed(http, &pki.ca, "tls_handshake_timeout") == 50.0
     });
 }
 

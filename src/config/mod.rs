@@ -263,7 +263,7 @@ struct Cli {
     /// Clock skew allowed on a token's exp and nbf.
     #[arg(long, env = "URING_CHAT_AUTH_LEEWAY", default_value = "30s", value_parser = parse_duration)]
     auth_leeway: Duration,
-    /// PEM certificate chain (leaf first) for TLS on the chat port; needs --tls-key.
+    /// PEM certificate chain (leaf first): TLS on every port (chat, HTTP/WebSocket, metrics); needs --tls-key.
     #[arg(long, env = "URING_CHAT_TLS_CERT")]
     tls_cert: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert's leaf.

@@ -187,7 +187,7 @@ impl Cores {
             Ok(())
         })?;
         let name = "uring_chat_connections_closed";
-        let help = "Chat connections that ended, by reason.";
+        let help = "Connections that ended, by reason (the HTTP ports' count only TLS failures).";
         metric(encoder, name, help, MetricType::Counter, |m| {
             for (i, reason) in CloseReason::ALL.iter().enumerate() {
                 if *reason != CloseReason::Refused {

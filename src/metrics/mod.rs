@@ -59,6 +59,17 @@ impl CoreMetrics {
     /// Counts an open connection that ended.
     pub fn closed(&self, transport: Transport, reason: CloseReason) {
         self.open.get(transport).add(-1);
+        self.count_close(reason);
+    }
+
+    /// Counts a connection of the HTTP ports that ended for a TLS `reason` (plain text, a failed
+    /// or stalled handshake) before it was a chat connection: the same series as the chat port's,
+    /// so that one alert watches every port. An answered request is not a close worth counting.
+    pub fn tls_closed(&self, reason: CloseReason) {
+        self.count_close(reason);
+    }
+
+    fn count_close(&self, reason: CloseReason) {
         let at = CloseReason::ALL.iter().position(|&known| known == reason);
         self.closed[at.expect("every reason is listed")].add(1);
     }

@@ -5,6 +5,11 @@
 //! queue; the writer seals one connection's whole batch into one record at write time
 //! ([`TlsSession::seal`]), so a broadcast is still encoded once and only encrypted per connection.
 //! Ciphertext, once made, is resent exactly as it is after a short write, never made again.
+//!
+//! [`stream`] drives a session over its socket for the HTTP port's one short exchange, until
+//! that exchange is answered or becomes a connection like the others.
+
+pub mod stream;
 
 use std::io::{IoSlice, Read, Write};
 use std::path::{Path, PathBuf};

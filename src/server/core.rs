@@ -53,7 +53,7 @@ pub struct Core {
     /// This core's counters, and every core's for `/metrics`.
     pub metrics: Arc<CoreMetrics>,
     pub exposition: Arc<Exposition>,
-    /// The chat port's TLS configuration; `None` serves plain text.
+    /// The TLS configuration of every port; `None` serves plain text.
     tls: Option<Certificate>,
     connections: RefCell<HashMap<u64, Rc<Connection>>>,
     next_connection: Cell<u64>,
@@ -107,8 +107,7 @@ impl Core {
     /// Registers a connection the accept loop took, or turns it away when the server is full.
     fn admit(self: &Rc<Self>, stream: TcpStream, peer: SocketAddr) {
         let (counted_ip, verdict) = self.sockets.admission.admit(peer.ip());
-        let session = (self.tls.as_ref()).map(|certificate| TlsSession::new(certificate.current()));
-        let tls = match session.transpose() {
+        let tls = match self.new_tls_session().transpose() {
             Ok(tls) => tls,
             Err(error) => {
                 // Only a configuration rustls rejects gets here; `load` checked it at start.
@@ -134,6 +133,12 @@ impl Core {
         }
         let conn = self.register(stream, Transport::Tcp, counted_ip, tls);
         tokio_uring::spawn(reader::serve_tcp(self.clone(), conn));
+    }
+
+    /// A TLS session for a connection accepted now, on the current certificate; `None` when TLS is
+    /// off. Every port of the server speaks TLS when it is on.
+    pub fn new_tls_session(&self) -> Option<Result<TlsSession, rustls::Error>> {
+        (self.tls.as_ref()).map(|certificate| TlsSession::new(certificate.current()))
     }
 
     /// Makes an admitted socket one of this core's connections (drains, sweeps, shutdown and the

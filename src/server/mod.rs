@@ -48,7 +48,7 @@ pub struct Server {
     inboxes: Vec<Outbox<ShardMsg>>,
     threads: Vec<JoinHandle<()>>,
     exits: flume::Receiver<CoreExit>,
-    /// The chat port's certificate, which [`Server::reload_tls`] replaces.
+    /// The certificate of every port, which [`Server::reload_tls`] replaces.
     tls: Option<tls::Certificate>,
 }
 
@@ -99,7 +99,7 @@ impl Server {
         }
         log_auth(&config);
         if let Some(files) = &config.tls {
-            tracing::info!(cert = %files.cert.display(), "TLS on the chat port");
+            tracing::info!(cert = %files.cert.display(), "TLS on every port");
         }
         let shared = Shared {
             auth: verifier,
@@ -223,7 +223,7 @@ impl Server {
 struct Shared {
     /// Checks login tokens; `None` runs an open server, as protocol v1.
     auth: Option<Verifier>,
-    /// The chat port's certificate; `None` serves plain text.
+    /// The certificate of every port; `None` serves plain text.
     tls: Option<tls::Certificate>,
     directory: Arc<Directory>,
     rooms: Arc<RoomDirectory>,

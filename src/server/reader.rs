@@ -14,6 +14,7 @@ use crate::chat::counters::INVALID;
 use crate::chat::protocol::{self, ErrorCode};
 use crate::chat::session::{self, Session};
 use crate::net::codec::{Event, FrameDecoder};
+use crate::net::tls::Progress;
 use crate::net::{CloseReason, Connection};
 use crate::server::core::Core;
 
@@ -35,15 +36,30 @@ pub trait Inbound {
 /// The reader task of a chat-port connection: newline-delimited JSON.
 pub async fn serve_tcp(core: Rc<Core>, conn: Rc<Connection>) {
     let lines = Lines(FrameDecoder::new(core.config.max_frame_bytes));
-    let buf = Vec::with_capacity(core.config.read_buffer_bytes);
+    serve_framed(core, conn, lines, Vec::new()).await;
+}
+
+/// The reader task of a connection whose transport frames with `inbound`, under TLS when the
+/// connection has a session. `early` is plaintext the client sent before the connection began
+/// (what followed a WebSocket upgrade request, decrypted when it came over TLS); it is framed
+/// before the first read.
+pub async fn serve_framed(
+    core: Rc<Core>,
+    conn: Rc<Connection>,
+    inbound: impl Inbound,
+    early: Vec<u8>,
+) {
+    let idle = core.config.read_buffer_bytes;
     if conn.tls().is_some() {
         let tls = Tls {
-            inner: lines,
-            plain: Vec::new(),
+            inner: inbound,
+            plain: early,
         };
-        serve(core, conn, tls, buf).await;
+        serve(core, conn, tls, Vec::with_capacity(idle)).await;
     } else {
-        serve(core, conn, lines, buf).await;
+        let mut buf = Vec::with_capacity(idle.max(early.len()));
+        buf.extend_from_slice(&early);
+        serve(core, conn, inbound, buf).await;
     }
 }
 
@@ -67,7 +83,10 @@ impl<I: Inbound> Inbound for Tls<I> {
             return self.inner.take_frames(core, conn, session, buf);
         };
         // The session's borrow ends here: framing below replies, and replies reach the writer.
-        let (result, handshake_done) = {
+        // An empty `buf` is the first turn, before any read: only `plain` may hold something.
+        let (result, handshake_done) = if buf.is_empty() {
+            (Ok(Progress::default()), false)
+        } else {
             let mut tls = tls.borrow_mut();
             let sealable = tls.can_seal();
             let result = tls.input(buf, &mut self.plain);
@@ -98,25 +117,19 @@ impl<I: Inbound> Inbound for Tls<I> {
     }
 }
 
-/// The reader task: reads, hands what arrives to `inbound`, and cleans up at the end. `buf` may
-/// hold bytes read before (what followed a WebSocket upgrade request).
+/// The reader task: reads, hands what arrives to `inbound`, and cleans up at the end. `inbound`
+/// gets a first turn before the first read: `buf` may hold bytes read before (what followed a
+/// WebSocket upgrade request), and a TLS inbound the plaintext that came with them.
 ///
 /// The read buffer adapts: it starts (and idles) at `--read-buffer-bytes`, doubles when a read fills
 /// it (a busy sender, or a frame bigger than the buffer) up to the frame limit plus one idle buffer,
 /// and goes back to the idle size once a read comes in small. An idle connection, the common case,
 /// holds only the small buffer of its pending read.
-pub async fn serve(
-    core: Rc<Core>,
-    conn: Rc<Connection>,
-    mut inbound: impl Inbound,
-    mut buf: Vec<u8>,
-) {
+async fn serve(core: Rc<Core>, conn: Rc<Connection>, mut inbound: impl Inbound, mut buf: Vec<u8>) {
     let shard = &core.shard;
     let mut session: Option<Session> = None;
     let mut small_reads = 0u8;
-    if !buf.is_empty() {
-        inbound.take_frames(&core, &conn, &mut session, &mut buf);
-    }
+    inbound.take_frames(&core, &conn, &mut session, &mut buf);
     loop {
         let (len, capacity) = (buf.len(), buf.capacity());
         let (result, slice) = conn.stream().read(buf.slice(len..capacity)).await;

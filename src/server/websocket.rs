@@ -12,37 +12,38 @@ use tokio_uring::net::TcpStream;
 use crate::chat::counters::INVALID;
 use crate::chat::protocol::{self, ErrorCode};
 use crate::chat::session::{self, Session};
+use crate::net::tls::TlsSession;
 use crate::net::websocket::{self, Inbound as Message, WebSocketReader};
 use crate::net::{CloseReason, Connection, Transport};
 use crate::server::core::Core;
 use crate::server::reader::{self, Inbound};
 
 /// Takes over a socket whose upgrade request was accepted: sends `answer` (the 101) first, then
-/// reads messages, starting with `leftover`, whatever the client sent right after its request.
+/// reads messages, starting with `early`, whatever the client sent right after its request. Over
+/// TLS (wss), `tls` is the session the request came through, and the connection goes on in it.
 pub fn adopt(
     core: &Rc<Core>,
     stream: TcpStream,
     counted_ip: Option<std::net::IpAddr>,
+    tls: Option<TlsSession>,
     answer: Vec<u8>,
-    leftover: &[u8],
+    early: Vec<u8>,
 ) {
     // As on the chat port: a frame goes out when written, not when Nagle has heard an ACK.
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "TCP_NODELAY failed");
     }
-    let conn = core.register(stream, Transport::WebSocket, counted_ip, None);
+    let conn = core.register(stream, Transport::WebSocket, counted_ip, tls);
     conn.send_wire(answer.into());
     if core.config.ws_echo {
         // An echo client never logs in; the login timeout is for chat clients.
         conn.set_identified(true);
     }
-    let mut buf = Vec::with_capacity(core.config.read_buffer_bytes.max(leftover.len()));
-    buf.extend_from_slice(leftover);
     let messages = Messages {
         reader: new_reader(core),
         echo: core.config.ws_echo,
     };
-    tokio_uring::spawn(reader::serve(core.clone(), conn, messages, buf));
+    tokio_uring::spawn(reader::serve_framed(core.clone(), conn, messages, early));
 }
 
 fn new_reader(core: &Core) -> WebSocketReader {

@@ -1,6 +1,8 @@
 //! A test PKI made in the test (rcgen): a CA, a certificate for localhost and 127.0.0.1, and
 //! rustls client settings that trust it. Shared by the TLS tests of every port.
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -8,11 +10,11 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
-use rustls::pki_types::CertificateDer;
-use rustls::{ClientConfig, RootCertStore};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use uring_chat::config::{Config, TlsFiles};
 
-use super::TestServer;
+use super::{TestServer, READ_TIMEOUT};
 
 /// A test CA and a server certificate for localhost and 127.0.0.1, as PEM files in a temp dir.
 pub struct Pki {
@@ -85,4 +87,37 @@ pub fn client_config(roots: &[CertificateDer<'static>]) -> Arc<ClientConfig> {
         .with_root_certificates(store)
         .with_no_client_auth();
     Arc::new(config)
+}
+
+/// A rustls client stream to `addr`, for the name localhost, trusting `ca`.
+pub fn connect(
+    addr: SocketAddr,
+    ca: &CertificateDer<'static>,
+) -> StreamOwned<ClientConnection, TcpStream> {
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let conn = ClientConnection::new(client_config(std::slice::from_ref(ca)), name).unwrap();
+    StreamOwned::new(conn, tcp)
+}
+
+/// GET `path` over https (the HTTP port with TLS on): the whole answer, once the server closed.
+pub fn https_get(addr: SocketAddr, ca: &CertificateDer<'static>, path: &str) -> String {
+    let mut stream = connect(addr, ca);
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    stream.flush().unwrap();
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .expect("an answer, then close_notify");
+    answer
+}
+
+/// `uring_chat_connections_closed_total{reason}`, scraped over https from `http`.
+pub fn closed(http: SocketAddr, ca: &CertificateDer<'static>, reason: &str) -> f64 {
+    let answer = https_get(http, ca, "/metrics");
+    let series = format!("uring_chat_connections_closed_total{{reason=\"{reason}\"}} ");
+    (answer.lines())
+        .find_map(|line| line.strip_prefix(&series))
+        .map_or(0.0, |value| value.parse().unwrap())
 }
