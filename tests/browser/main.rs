@@ -5,6 +5,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod https;
 mod webdriver;
 
 use std::io::{Read, Write};

@@ -69,7 +69,12 @@ impl Driver {
 
     /// A new headless Chromium window whose page is `width` x `height` CSS pixels.
     pub fn session(&self, width: u32, height: u32) -> Browser<'_> {
-        let args = [
+        self.session_with(width, height, &[])
+    }
+
+    /// A new window as [`Driver::session`] makes, with more command-line switches for Chromium.
+    pub fn session_with(&self, width: u32, height: u32, extra: &[String]) -> Browser<'_> {
+        let mut args: Vec<String> = [
             "--headless=new",
             "--no-sandbox",
             "--disable-dev-shm-usage",
@@ -77,8 +82,11 @@ impl Driver {
             "--no-first-run",
             "--hide-scrollbars",
             "--force-device-scale-factor=1",
-            &format!("--window-size={width},{height}"),
-        ];
+        ]
+        .map(String::from)
+        .into();
+        args.push(format!("--window-size={width},{height}"));
+        args.extend_from_slice(extra);
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": self.chromium, "args": args},

@@ -10,8 +10,9 @@ use tungstenite::{Message, WebSocket};
 
 use super::{content_of, READ_TIMEOUT};
 
-pub struct WsClient {
-    pub socket: WebSocket<Retrying>,
+/// Over a plain socket unless made [`WsClient::over`] another stream (a TLS one, for wss).
+pub struct WsClient<S = Retrying> {
+    pub socket: WebSocket<S>,
     pub user_id: String,
     pub core: usize,
 }
@@ -31,8 +32,19 @@ impl WsClient {
         let stream = TcpStream::connect(http).expect("connect");
         stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();
-        let (socket, response) = tungstenite::client(format!("ws://{http}/ws"), Retrying(stream))
-            .expect("WebSocket upgrade");
+        WsClient::over(Retrying(stream), &format!("ws://{http}/ws"))
+    }
+
+    /// Connects and logs in; panics unless the reply is a connect_response.
+    pub fn login(http: SocketAddr, name: &str) -> WsClient {
+        WsClient::connect(http).log_in(name)
+    }
+}
+
+impl<S: Read + Write> WsClient<S> {
+    /// Upgrades `stream`, connected already, to a WebSocket at `url`.
+    pub fn over(stream: S, url: &str) -> WsClient<S> {
+        let (socket, response) = tungstenite::client(url, stream).expect("WebSocket upgrade");
         assert_eq!(response.status(), 101);
         WsClient {
             socket,
@@ -41,19 +53,18 @@ impl WsClient {
         }
     }
 
-    /// Connects and logs in; panics unless the reply is a connect_response.
-    pub fn login(http: SocketAddr, name: &str) -> WsClient {
-        let mut client = WsClient::connect(http);
-        client.send(&serde_json::json!({"type": "connect", "content": name}).to_string());
-        let reply = client.next_reply();
+    /// Logs in; panics unless the reply is a connect_response.
+    pub fn log_in(mut self, name: &str) -> WsClient<S> {
+        self.send(&serde_json::json!({"type": "connect", "content": name}).to_string());
+        let reply = self.next_reply();
         assert_eq!(
             reply["type"], "connect_response",
             "login of {name}: {reply}"
         );
         let content = content_of(&reply);
-        client.user_id = content["userID"].as_str().unwrap().to_string();
-        client.core = content["core"].as_u64().unwrap() as usize;
-        client
+        self.user_id = content["userID"].as_str().unwrap().to_string();
+        self.core = content["core"].as_u64().unwrap() as usize;
+        self
     }
 
     /// Sends one protocol frame as one text message.
@@ -126,9 +137,9 @@ impl WsClient {
 
 /// A socket whose reads and writes retry when a signal interrupts them (EINTR), as std's buffered
 /// readers do: the server runs in the test process, and tungstenite passes EINTR up as an error.
-pub struct Retrying(pub TcpStream);
+pub struct Retrying<S = TcpStream>(pub S);
 
-impl Read for Retrying {
+impl<S: Read> Read for Retrying<S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             match self.0.read(buf) {
@@ -139,7 +150,7 @@ impl Read for Retrying {
     }
 }
 
-impl Write for Retrying {
+impl<S: Write> Write for Retrying<S> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         loop {
             match self.0.write(buf) {
