@@ -23,8 +23,14 @@ use common::{content_of, eventually, READ_TIMEOUT};
 /// `curl` over https to `port` on localhost (pinned to 127.0.0.1), trusting the test CA; the
 /// body, or the error curl reported.
 fn curl(pki: &Pki, port: u16, path: &str) -> Result<String, String> {
+    curl_with(pki, port, path, &[])
+}
+
+/// [`curl`] with more options.
+fn curl_with(pki: &Pki, port: u16, path: &str, extra: &[&str]) -> Result<String, String> {
     let output = Command::new("curl")
         .args(["--silent", "--show-error", "--fail", "--max-time", "30"])
+        .args(extra)
         .arg("--cacert")
         .arg(pki.ca_file())
         .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
@@ -76,7 +82,8 @@ fn next_line(client: &mut BufReader<TlsStream>) -> String {
     }
 }
 
-/// Reads until EOF (or a reset); everything that came.
+/// Reads until EOF (or a reset); everything that came. A signal's EINTR (the server shares the
+/// test process) is retried.
 fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
     stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
     let mut got = Vec::new();
@@ -86,6 +93,7 @@ fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
             Ok(0) => return got,
             Ok(n) => got.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => panic!("expected a close, got {e}"),
         }
     }
@@ -98,7 +106,13 @@ fn curl_gets_health_metrics_and_the_page_over_https() {
     let server = pki.server(|_| {});
     let port = server.http.unwrap().port();
     assert_eq!(curl(&pki, port, "/healthz").as_deref(), Ok("ok\n"));
-    assert_eq!(curl(&pki, port, "/readyz").as_deref(), Ok("ready\n"));
+    for version in [
+        ["--tlsv1.2", "--tls-max", "1.2"],
+        ["--tlsv1.3", "--tls-max", "1.3"],
+    ] {
+        let answer = curl_with(&pki, port, "/readyz", &version);
+        assert_eq!(answer.as_deref(), Ok("ready\n"), "{version:?}");
+    }
     let metrics = curl(&pki, port, "/metrics").unwrap();
     assert!(
         metrics.contains("\nuring_chat_connections_accepted_total "),
@@ -179,7 +193,10 @@ fn frames_in_the_same_records_as_the_upgrade_request_are_read() {
     let mut got = Vec::new();
     let mut chunk = [0u8; 4096];
     while !got.windows(16).any(|w| w == b"connect_response") {
-        let n = stream.read(&mut chunk).expect("read");
+        let n = match stream.read(&mut chunk) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            read => read.expect("read"),
+        };
         assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
         got.extend_from_slice(&chunk[..n]);
     }
