@@ -309,3 +309,85 @@ fn a_reload_changes_the_https_certificate_too() {
         "the old CA no longer vouches"
     );
 }
+
+/// TLS clients that vanish (a reset) while broadcasts are written to them: a failed write drops
+/// what the connection owed, sealed rest of a record included, and the core goes on serving.
+/// (It once kept that rest and retried it for ever, the core spinning in its writer.)
+#[test]
+fn tls_peers_reset_mid_broadcast_leave_the_cores_serving() {
+    let _gate = common::shared();
+    let pki = Pki::new("https-reset");
+    let server = pki.server(|c| {
+        c.rate_limit = 0;
+        // Every turn is sent inline, where a retry loop would hold the core.
+        c.inline_send_min = 1;
+    });
+    let http = server.http.unwrap();
+    let (mut sender, _) = tls_login(server.addr, &pki, "sender");
+    // Each victim: a handle on its socket, and the client that owns it.
+    let mut victims: Vec<(TcpStream, Box<dyn std::any::Any>)> = Vec::new();
+    for i in 0..16 {
+        let (line, _) = tls_login(server.addr, &pki, &format!("v{i}"));
+        victims.push((line.get_ref().sock.try_clone().unwrap(), Box::new(line)));
+        let web = wss_login(http, &pki, &format!("w{i}"));
+        let tcp = web.socket.get_ref().0.sock.try_clone().unwrap();
+        victims.push((tcp, Box::new(web)));
+    }
+    // A stuck server stops reading: the sender must not wait for it for ever.
+    sender
+        .get_ref()
+        .sock
+        .set_write_timeout(Some(READ_TIMEOUT))
+        .unwrap();
+    let sending = std::thread::spawn(move || {
+        let mut sent = true;
+        for i in 0..3000 {
+            let line = common::chat(&format!("{i} {}", "b".repeat(300))) + "\n";
+            sent = write_line(&mut sender, &line);
+            if !sent {
+                break;
+            }
+        }
+        (sender, sent)
+    });
+    for (tcp, owner) in victims {
+        socket2::SockRef::from(&tcp)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop((tcp, owner));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (mut sender, mut served) = sending.join().unwrap();
+    served &= write_line(&mut sender, "{\"type\":\"ping\",\"content\":\"after\"}\n");
+    while served {
+        let mut line = String::new();
+        match sender.read_line(&mut line) {
+            Ok(n) if n > 0 && line.contains(r#""content":"after""#) => break,
+            Ok(n) if n > 0 => continue,
+            _ => served = false,
+        }
+    }
+    // Every core answers a new client (SO_REUSEPORT spreads them).
+    for i in 0..8 {
+        if !served {
+            break;
+        }
+        let mut probe = BufReader::new(connect(server.addr, &pki.ca));
+        let login = json!({"type": "connect", "content": format!("p{i}")}).to_string() + "\n";
+        let mut line = String::new();
+        served = write_line(&mut probe, &login) && probe.read_line(&mut line).is_ok_and(|n| n > 0);
+    }
+    if !served {
+        // A core is stuck: stopping the server would wait for it for ever.
+        std::mem::forget(server);
+        panic!("a core stopped serving after its TLS peers reset");
+    }
+}
+
+/// Writes `line` as it is; false when the write failed or timed out.
+fn write_line(client: &mut BufReader<TlsStream>, line: &str) -> bool {
+    let stream = client.get_mut();
+    (stream.write_all(line.as_bytes()))
+        .and_then(|()| stream.flush())
+        .is_ok()
+}

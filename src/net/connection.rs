@@ -558,7 +558,7 @@ impl Connection {
                 tracing::debug!(conn = self.id, %error, "write failed");
                 self.with_queue(|out| {
                     out.complete_batch(&mut batch, 0);
-                    out.clear();
+                    out.abandon();
                 });
                 self.shutdown_now(CloseReason::WriteFailed);
             }

@@ -136,6 +136,14 @@ impl OutQueue {
         self.frames.truncate(keep);
     }
 
+    /// Frees everything, the unsent rest of a TLS record too: the socket failed, and nothing more
+    /// will be written to it. (Kept, a sealed rest would be retried for ever.)
+    pub fn abandon(&mut self) {
+        let queued: usize = self.frames.iter().map(OutFrame::len).sum();
+        self.owed -= queued;
+        self.frames.clear();
+    }
+
     /// Puts `frames` (taken by [`OutQueue::take_batch`], not written) back at the front, in order.
     pub fn put_back(&mut self, frames: impl DoubleEndedIterator<Item = OutFrame>) {
         for frame in frames.rev() {
@@ -301,5 +309,12 @@ mod tests {
         queue.take_batch(&mut batch);
         assert!(batch[0].is_sealed());
         assert_eq!(batch[0].as_bytes(), b"456789");
+        queue.complete_batch(&mut batch, 0);
+        queue.abandon();
+        assert!(
+            queue.is_empty(),
+            "a failed socket keeps nothing, not even a sealed rest"
+        );
+        assert_eq!(queue.owed(), 0);
     }
 }
