@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """RSS per idle logged-in connection of a running uring-chat server.
 
-Usage: scripts/idle-rss.py PORT CONNECTIONS SERVER_PID [--ws | --tls CA_FILE]
+Usage: scripts/idle-rss.py PORT CONNECTIONS SERVER_PID [--ws] [--tls CA_FILE]
 
 With --ws, PORT is the HTTP port and the clients are WebSocket clients of `/ws`. With --tls, the
-clients speak TLS to a server started with --tls-cert/--tls-key, trusting CA_FILE.
+clients speak TLS to a server started with --tls-cert/--tls-key, trusting CA_FILE (both: wss).
 
 Opens CONNECTIONS/2 idle connections, logs them in, waits for presence traffic to settle, reads the
 server's VmRSS, then does the same again. The second step's slope excludes one-off costs (rings
