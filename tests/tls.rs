@@ -24,10 +24,7 @@ fn closed(server: &TestServer, reason: &str) -> f64 {
     ))
 }
 
-/// Reads until EOF (or a reset); everything that came. A socket read with a timeout is not
-/// restarted when the thread is interrupted but fails with EINTR (seen in this suite, most likely
-/// io_uring task work for the ring this thread probed when it started the server): no close, so
-/// it reads on.
+/// Reads until EOF (or a reset); everything that came.
 fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
     stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
     let mut got = Vec::new();
@@ -36,7 +33,6 @@ fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
         match stream.read(&mut chunk) {
             Ok(0) => return got,
             Ok(n) => got.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
             Err(e) => panic!("expected a close, got {e}"),
         }
