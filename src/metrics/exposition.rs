@@ -135,6 +135,7 @@ impl Collector for Cores {
         })?;
         self.bytes(&mut encoder, "received", |c| &c.net.bytes_in)?;
         self.bytes(&mut encoder, "sent", |c| &c.net.bytes_out)?;
+        self.short_writes(&mut encoder)?;
         let help = "Error frames sent to clients, by code.";
         metric(
             &mut encoder,
@@ -242,6 +243,21 @@ impl Cores {
         })
     }
 
+    fn short_writes(&self, encoder: &mut DescriptorEncoder) -> Written {
+        let name = "uring_chat_short_writes";
+        let help =
+            "Writes to chat connections that sent part of what they offered (the socket was \
+            full); the rest goes first next time, over TLS the sealed record's tail as it was. By \
+            whether the connection is TLS.";
+        metric(encoder, name, help, MetricType::Counter, |m| {
+            for tls in [false, true] {
+                let total = self.sum(|core| core.net.short_writes(tls));
+                count(m, &[("tls", if tls { "true" } else { "false" })], total)?;
+            }
+            Ok(())
+        })
+    }
+
     fn pass_histogram(&self, encoder: &mut DescriptorEncoder) -> Written {
         let mut counts = [0u64; PASS_BUCKETS.len() + 1];
         let mut sum = 0.0;
@@ -298,6 +314,8 @@ mod tests {
         cores[1]
             .chat
             .sent(Transport::Tcp, b"{\"type\":\"chat\"}", 2);
+        cores[0].net.short_write(true);
+        cores[1].net.short_write(true);
         assert_eq!(CloseReason::ALL[SLOW_CONSUMER], CloseReason::SlowConsumer);
         let text = Exposition::new(cores.to_vec()).encode();
         for line in [
@@ -309,6 +327,8 @@ mod tests {
             "uring_chat_slow_consumer_disconnects_total 1\n",
             "uring_chat_frames_sent_total{transport=\"tcp\",kind=\"chat\"} 7\n",
             "uring_chat_fan_out_pass_duration_seconds_bucket{le=\"+Inf\"} 0\n",
+            "uring_chat_short_writes_total{tls=\"false\"} 0\n",
+            "uring_chat_short_writes_total{tls=\"true\"} 2\n",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

@@ -136,6 +136,13 @@ impl OutQueue {
         self.frames.truncate(keep);
     }
 
+    /// Frees everything, the unsent rest of a TLS record too: a write failed, and the peer is gone.
+    /// (Kept, that rest would be retried forever: each retry fails the same way.)
+    pub fn abandon(&mut self) {
+        self.owed -= self.frames.iter().map(OutFrame::len).sum::<usize>();
+        self.frames.clear();
+    }
+
     /// Puts `frames` (taken by [`OutQueue::take_batch`], not written) back at the front, in order.
     pub fn put_back(&mut self, frames: impl DoubleEndedIterator<Item = OutFrame>) {
         for frame in frames.rev() {
@@ -174,8 +181,9 @@ impl OutQueue {
     }
 
     /// Accounts for a `writev` of `batch` that wrote `written` bytes: whatever was not written goes
-    /// back to the front of the queue, in order. Leaves `batch` empty for reuse.
-    pub fn complete_batch(&mut self, batch: &mut Vec<OutFrame>, written: usize) {
+    /// back to the front of the queue, in order. Leaves `batch` empty for reuse. True when the
+    /// write was short: some of the batch went out, not all.
+    pub fn complete_batch(&mut self, batch: &mut Vec<OutFrame>, written: usize) -> bool {
         self.owed -= written;
         let mut skip = written;
         let mut first_unwritten = batch.len();
@@ -190,6 +198,7 @@ impl OutQueue {
             }
             skip -= frame.len();
         }
+        let short = written > 0 && first_unwritten < batch.len();
         let rest_start = first_unwritten + usize::from(partial.is_some());
         for frame in batch.drain(rest_start..).rev() {
             self.frames.push_front(frame);
@@ -198,6 +207,7 @@ impl OutQueue {
             self.frames.push_front(partial);
         }
         batch.clear();
+        short
     }
 }
 
@@ -242,7 +252,8 @@ mod tests {
             }
             let mut batch = Vec::new();
             queue.take_batch(&mut batch);
-            queue.complete_batch(&mut batch, written);
+            let short = queue.complete_batch(&mut batch, written);
+            assert_eq!(short, (1..9).contains(&written), "written {written}");
             assert!(batch.is_empty());
             assert_eq!(queue.owed(), 9 - written);
             assert_eq!(
@@ -280,7 +291,7 @@ mod tests {
     }
 
     #[test]
-    fn clear_keeps_the_rest_of_a_sealed_record() {
+    fn clear_keeps_the_rest_of_a_sealed_record_and_abandon_drops_it() {
         let mut queue = OutQueue::default();
         queue.push(frame("abc"), 100).unwrap();
         let mut batch = Vec::new();
@@ -301,5 +312,12 @@ mod tests {
         queue.take_batch(&mut batch);
         assert!(batch[0].is_sealed());
         assert_eq!(batch[0].as_bytes(), b"456789");
+        queue.complete_batch(&mut batch, 0);
+        queue.abandon();
+        assert_eq!(
+            (queue.owed(), queue.is_empty()),
+            (0, true),
+            "a failed write drops it"
+        );
     }
 }

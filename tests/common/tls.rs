@@ -2,6 +2,7 @@
 //! rustls client settings that trust it. Shared by the TLS tests of every port.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use rcgen::{
@@ -58,12 +59,30 @@ impl Pki {
         self.dir.join("ca.pem")
     }
 
+    /// The real server with TLS on its chat port; its `connect` and `login` hand out clients
+    /// that trust this CA.
     pub fn server(&self, adjust: impl FnOnce(&mut Config)) -> TestServer {
         let files = self.files();
-        TestServer::start_with(|config| {
+        let mut server = TestServer::start_with(|config| {
             config.tls = Some(files);
             adjust(config);
-        })
+        });
+        server.tls = Some(client_config(std::slice::from_ref(&self.ca)));
+        server
+    }
+}
+
+impl TestServer {
+    /// The real server with TLS on its chat port, on a PKI of its own that lives as long as it.
+    pub fn start_tls_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        static SERVERS: AtomicUsize = AtomicUsize::new(0);
+        let pki = Pki::new(&format!(
+            "server{}",
+            SERVERS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut server = pki.server(adjust);
+        server.pki = Some(pki);
+        server
     }
 }
 
