@@ -1,0 +1,444 @@
+//! Several nodes as one server over NATS (docs/CLUSTER.md): each test starts its own nats-server
+//! (JetStream on, a free port, a temporary store dir) and nodes as separate processes of the
+//! binary, and talks to them over real sockets. Without `nats-server` on PATH each test prints one
+//! `SKIPPED:` line and returns.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{chat, content_of, eventually, user_count, Client};
+use serde_json::{json, Value};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_uring-chat");
+/// What the cluster promises for a dead node's names (docs/CLUSTER.md, "Liveness"): free again
+/// within this long of its death. The one time bound these tests check, because it is the contract.
+const NAMES_FREED_WITHIN: Duration = Duration::from_secs(10);
+
+/// A nats-server with JetStream, killed when dropped.
+struct Nats {
+    child: Option<Child>,
+    port: u16,
+    store: PathBuf,
+}
+
+impl Nats {
+    /// A fresh server on a free port, or `None` (and one SKIPPED line) without `nats-server`.
+    fn start(test: &str) -> Option<Nats> {
+        let found = Command::new("nats-server").arg("--version").output();
+        if !found.is_ok_and(|output| output.status.success()) {
+            println!(
+                "SKIPPED: {test}: nats-server is not on PATH (Debian: apt-get install nats-server)"
+            );
+            return None;
+        }
+        let port = free_port();
+        let store =
+            std::env::temp_dir().join(format!("uring-chat-nats-{}-{port}", std::process::id()));
+        let mut nats = Nats {
+            child: None,
+            port,
+            store,
+        };
+        nats.restart();
+        Some(nats)
+    }
+
+    /// Starts the server (again) on the same port and store dir, and waits until it listens.
+    fn restart(&mut self) {
+        let child = Command::new("nats-server")
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(&self.store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        self.child = Some(child);
+        eventually("nats-server listens", || {
+            TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        });
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// One node: the binary with `--nats`, killed (SIGKILL) when dropped.
+struct Node {
+    child: Child,
+    addr: SocketAddr,
+    http: SocketAddr,
+}
+
+impl Node {
+    /// Starts a node of `cores` cores named `name`, and waits until it is ready (it reaches NATS).
+    fn start(nats: &Nats, name: &str, cores: usize) -> Node {
+        let mut child = Command::new(BINARY)
+            .args(["--host", "127.0.0.1", "--port", "0", "--http-port", "0"])
+            .args(["--cores", &cores.to_string(), "--log-format", "json"])
+            .args(["--nats", &nats.url(), "--node-name", name])
+            .env_remove("RUST_LOG")
+            .env_remove("URING_CHAT_PORT")
+            .env_remove("URING_CHAT_HTTP_PORT")
+            .env_remove("URING_CHAT_NATS")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        while stderr.read_line(&mut line).unwrap() > 0 {
+            let log: Value = serde_json::from_str(&line).expect("JSON log lines");
+            if let Some(addr) = log["fields"]["local_addr"].as_str() {
+                let http = log["fields"]["http"].as_str().expect("the HTTP port is on");
+                let http = http.trim_start_matches("Some(").trim_end_matches(')');
+                std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+                let node = Node {
+                    child,
+                    addr: addr.parse().unwrap(),
+                    http: http.parse().unwrap(),
+                };
+                eventually("the node reaches NATS", || node.readyz() == 200);
+                return node;
+            }
+            line.clear();
+        }
+        panic!("the node exited before listening: {:?}", child.wait());
+    }
+
+    /// The status `/readyz` answers.
+    fn readyz(&self) -> u16 {
+        let mut stream = TcpStream::connect(self.http).unwrap();
+        stream
+            .write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+            .split(' ')
+            .nth(1)
+            .and_then(|status| status.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn login(&self, name: &str) -> Client {
+        Client::login(self.addr, name)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn direct(to: &Client, text: &str) -> String {
+    json!({"type": "chat", "content": text, "recipientID": to.user_id}).to_string()
+}
+
+/// The next chat frame, skipping presence.
+fn next_chat(client: &mut Client) -> Value {
+    let frame = client.next_reply();
+    assert_eq!(
+        frame["type"], "chat",
+        "{}: expected a chat, got {frame}",
+        client.username
+    );
+    frame
+}
+
+/// Waits until `client` sees `count` users cluster-wide.
+fn until_users(client: &mut Client, count: u64) {
+    eventually(&format!("{} sees {count} users", client.username), || {
+        user_count(client) == count
+    });
+}
+
+/// Three nodes: lobby broadcasts from users on every node reach every user on every node exactly
+/// once and in each sender's order; direct messages cross nodes both ways; a direct message to a
+/// user who left, or to a node that does not exist, gets USER_NOT_FOUND; counts and `users` pages
+/// are cluster-wide.
+#[test]
+fn three_nodes_act_as_one_server() {
+    let Some(nats) = Nats::start("three_nodes_act_as_one_server") else {
+        return;
+    };
+    let nodes = [
+        Node::start(&nats, "a", 2),
+        Node::start(&nats, "b", 1),
+        Node::start(&nats, "c", 2),
+    ];
+    let mut users: Vec<Client> = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        for i in 0..3 {
+            users.push(node.login(&format!("n{n}-u{i}")));
+        }
+    }
+    for user in users.iter_mut() {
+        until_users(user, 9);
+    }
+
+    const PER_SENDER: usize = 20;
+    for i in 0..PER_SENDER {
+        for user in users.iter_mut() {
+            let text = format!("{}#{i}", user.username);
+            user.send(&chat(&text));
+        }
+    }
+    let names: Vec<String> = users.iter().map(|u| u.username.clone()).collect();
+    for user in users.iter_mut() {
+        let mut got: HashMap<String, Vec<usize>> = HashMap::new();
+        let expected = (names.len() - 1) * PER_SENDER;
+        for _ in 0..expected {
+            let frame = next_chat(user);
+            let text = frame["content"].as_str().unwrap();
+            let (sender, i) = text.split_once('#').unwrap();
+            assert_eq!(frame["username"], sender);
+            assert_ne!(sender, user.username, "nobody gets their own broadcast");
+            got.entry(sender.to_string())
+                .or_default()
+                .push(i.parse().unwrap());
+        }
+        for name in names.iter().filter(|&name| *name != user.username) {
+            let order: Vec<usize> = (0..PER_SENDER).collect();
+            assert_eq!(got.get(name), Some(&order), "{} from {name}", user.username);
+        }
+        user.ping("nothing more");
+    }
+
+    // Direct messages across nodes, both ways.
+    let (a0, b0) = (0, 3);
+    let line = direct(&users[b0], "from a to b");
+    users[a0].send(&line);
+    let frame = next_chat(&mut users[b0]);
+    assert_eq!(frame["content"], "from a to b");
+    assert_eq!(frame["senderID"], users[a0].user_id.as_str());
+    assert_eq!(frame["recipientID"], users[b0].user_id.as_str());
+    let line = direct(&users[a0], "from b to a");
+    users[b0].send(&line);
+    assert_eq!(next_chat(&mut users[a0])["content"], "from b to a");
+    let line = direct(&users[1], "from c to a's second core");
+    users[7].send(&line);
+    assert_eq!(
+        next_chat(&mut users[1])["content"],
+        "from c to a's second core"
+    );
+
+    // A user of node b leaves: counted out everywhere, and a direct message to it finds nobody.
+    let gone = users.remove(4);
+    let gone_id = gone.user_id.clone();
+    drop(gone);
+    for user in users.iter_mut() {
+        until_users(user, 8);
+    }
+    users[a0]
+        .send(&json!({"type": "chat", "content": "hello?", "recipientID": gone_id}).to_string());
+    users[a0].expect_error("USER_NOT_FOUND");
+
+    // A userID naming a node that does not exist: USER_NOT_FOUND at once.
+    let mut fake = users[a0].user_id.clone().into_bytes();
+    fake[2..8].copy_from_slice(b"ffffff");
+    let fake = String::from_utf8(fake).unwrap();
+    users[a0].send(&json!({"type": "chat", "content": "anyone?", "recipientID": fake}).to_string());
+    users[a0].expect_error("USER_NOT_FOUND");
+
+    // Pages list the cluster's users.
+    let mut seen = HashSet::new();
+    let mut offset = 0;
+    loop {
+        let request = json!({"type": "users", "content": offset.to_string()}).to_string();
+        users[5].send(&request);
+        let reply = users[5].next_reply();
+        let page = content_of(&reply);
+        assert_eq!(page["userCount"], 8);
+        let list = page["userList"].as_array().unwrap();
+        if list.is_empty() {
+            break;
+        }
+        for entry in list {
+            seen.insert(entry["username"].as_str().unwrap().to_string());
+        }
+        offset += list.len();
+    }
+    let expected: HashSet<String> = users.iter().map(|u| u.username.clone()).collect();
+    assert_eq!(seen, expected);
+}
+
+/// Two clients ask for the same name on two nodes at the same moment: exactly one gets it.
+#[test]
+fn one_name_at_once_on_two_nodes_goes_to_exactly_one() {
+    let Some(nats) = Nats::start("one_name_at_once_on_two_nodes_goes_to_exactly_one") else {
+        return;
+    };
+    let a = Node::start(&nats, "a", 1);
+    let b = Node::start(&nats, "b", 2);
+    for round in 0..10 {
+        let name = format!("contested-{round}");
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let racers: Vec<_> = [a.addr, b.addr]
+            .into_iter()
+            .map(|addr| {
+                let (barrier, name) = (barrier.clone(), name.clone());
+                std::thread::spawn(move || {
+                    let mut client = Client::connect(addr);
+                    barrier.wait();
+                    client.send(&json!({"type": "connect", "content": name}).to_string());
+                    let reply = client.next_reply();
+                    (client, reply)
+                })
+            })
+            .collect();
+        let replies: Vec<(Client, Value)> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+        let won = replies
+            .iter()
+            .filter(|(_, r)| r["type"] == "connect_response")
+            .count();
+        let taken = replies
+            .iter()
+            .filter(|(_, r)| r["code"] == "NAME_TAKEN")
+            .count();
+        assert_eq!(
+            (won, taken),
+            (1, 1),
+            "round {round}: {:?}",
+            replies.iter().map(|(_, r)| r).collect::<Vec<_>>()
+        );
+    }
+}
+
+/// `kill -9` of a node: the others announce its users as left, their names can be taken again
+/// within 10 s, and the others go on chatting.
+#[test]
+fn a_killed_node_is_announced_gone_and_frees_its_names() {
+    let Some(nats) = Nats::start("a_killed_node_is_announced_gone_and_frees_its_names") else {
+        return;
+    };
+    let a = Node::start(&nats, "a", 2);
+    let mut b = Node::start(&nats, "b", 1);
+    let c = Node::start(&nats, "c", 1);
+    let mut alice = a.login("alice");
+    let bob = b.login("bob");
+    let mut carol = c.login("carol");
+    until_users(&mut alice, 3);
+    until_users(&mut carol, 3);
+    let bob_id = bob.user_id.clone();
+
+    b.kill();
+    let killed = Instant::now();
+    let left_bob = |frame: &Value| {
+        frame["type"] == "presence"
+            && content_of(frame)["left"]
+                .as_array()
+                .is_some_and(|left| left.iter().any(|u| u["userID"] == bob_id.as_str()))
+    };
+    for watcher in [&mut alice, &mut carol] {
+        loop {
+            if left_bob(&watcher.next_frame()) {
+                break;
+            }
+        }
+    }
+    let mut again = Client::connect(a.addr);
+    while !again.try_login("bob") {
+        assert!(
+            killed.elapsed() < NAMES_FREED_WITHIN,
+            "bob's name is still taken"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        again = Client::connect(a.addr);
+    }
+    until_users(&mut carol, 3); // alice, carol and the new bob
+
+    carol.send(&chat("still here"));
+    assert_eq!(next_chat(&mut alice)["content"], "still here");
+    assert_eq!(next_chat(&mut again)["content"], "still here");
+}
+
+/// NATS stopped: local chat goes on, a cross-node send gets CLUSTER_UNAVAILABLE, a new login too,
+/// and /readyz says 503. NATS back on the same port and store: the nodes reconnect, chat crosses
+/// nodes again, and nothing arrives twice.
+#[test]
+fn losing_nats_keeps_local_chat_and_reconnects() {
+    let Some(mut nats) = Nats::start("losing_nats_keeps_local_chat_and_reconnects") else {
+        return;
+    };
+    let a = Node::start(&nats, "a", 2);
+    let b = Node::start(&nats, "b", 1);
+    let mut a0 = a.login("a0");
+    let mut a1 = a.login("a1");
+    let mut b0 = b.login("b0");
+    until_users(&mut a0, 3);
+    until_users(&mut b0, 3);
+    a0.send(&direct(&b0, "before"));
+    assert_eq!(next_chat(&mut b0)["content"], "before");
+
+    nats.stop();
+    eventually("node a says it is not ready", || a.readyz() == 503);
+    eventually("node b says it is not ready", || b.readyz() == 503);
+    a0.send(&direct(&b0, "during"));
+    a0.expect_error("CLUSTER_UNAVAILABLE");
+    a0.send(&direct(&a1, "local direct"));
+    assert_eq!(next_chat(&mut a1)["content"], "local direct");
+    a0.send(&chat("local lobby"));
+    assert_eq!(next_chat(&mut a1)["content"], "local lobby");
+    a0.expect_error("CLUSTER_UNAVAILABLE");
+    let mut late = Client::connect(a.addr);
+    late.send(&json!({"type": "connect", "content": "late"}).to_string());
+    late.expect_error("CLUSTER_UNAVAILABLE");
+
+    nats.restart();
+    eventually("node a is ready again", || a.readyz() == 200);
+    eventually("node b is ready again", || b.readyz() == 200);
+    assert_eq!(user_count(&mut b0), 3, "the names survived the restart");
+    a0.send(&direct(&b0, "after"));
+    let frame = next_chat(&mut b0);
+    assert_eq!(frame["content"], "after");
+    for i in 0..5 {
+        b0.send(&chat(&format!("again {i}")));
+    }
+    for watcher in [&mut a0, &mut a1] {
+        for i in 0..5 {
+            assert_eq!(next_chat(watcher)["content"], format!("again {i}"));
+        }
+        watcher.ping("no duplicates");
+    }
+    b0.ping("and nothing of its own");
+    let mut fresh = a.login("fresh");
+    until_users(&mut fresh, 4);
+}
