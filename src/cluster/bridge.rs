@@ -13,17 +13,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, Store, Watch};
+use async_nats::jetstream::kv::{self, Store, Watch};
 use async_nats::{Client, ConnectOptions, Event};
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
+use super::bucket::{Done, Mine};
 use super::envelope::{self, Dedup};
 use super::liveness::Liveness;
-use super::names::{self, Change, Holder, Replica};
-use super::{
-    ClaimOutcome, Cluster, Deliver, Inbound, MemberId, NodeTag, Outgoing, Settings, Shared,
-};
+use super::names::{self, Replica};
+use super::{Cluster, Deliver, Inbound, MemberId, NodeTag, Outgoing, Settings, Shared};
 
 /// The kind of a heartbeat (the layer above uses kinds from 1 up; this one is the bridge's own).
 const HEARTBEAT: u8 = 0;
@@ -56,59 +55,28 @@ pub fn start<D: Deliver + Send + 'static>(
     Ok((cluster, thread))
 }
 
-/// A name of this node's member, as claimed in the bucket.
-#[derive(Debug, Clone)]
-struct Mine {
-    member: MemberId,
-    name: String,
-    revision: u64,
-}
+/// A request to NATS beside the loop.
+pub(super) type Task = Pin<Box<dyn Future<Output = Done>>>;
 
-/// What a request beside the loop came back with.
-enum Done {
-    /// The bucket is there and watched (after a connect or reconnect).
-    Ready(Result<(Store, Watch), String>),
-    Claim {
-        key: String,
-        mine: Mine,
-        reply: flume::Sender<ClaimOutcome>,
-        result: Result<u64, Option<CreateErrorKind>>,
-    },
-    /// A re-assert after a reconnect: `Some(revision)` kept the name, `None` lost it.
-    Reasserted {
-        key: String,
-        mine: Mine,
-        kept: Option<u64>,
-    },
-    /// A release that failed: retried after the next reconnect.
-    ReleaseFailed {
-        key: String,
-        revision: u64,
-    },
-    Nothing,
-}
-
-type Task = Pin<Box<dyn Future<Output = Done>>>;
-
-struct Bridge<D> {
-    settings: Settings,
-    shared: Arc<Shared>,
-    deliver: D,
-    client: Client,
-    store: Option<Store>,
+pub(super) struct Bridge<D> {
+    pub(super) settings: Settings,
+    pub(super) shared: Arc<Shared>,
+    pub(super) deliver: D,
+    pub(super) client: Client,
+    pub(super) store: Option<Store>,
     /// Numbers everything this node publishes (envelope.rs).
-    seq: u64,
-    lobby_seen: Dedup,
-    direct_seen: Dedup,
-    liveness: Liveness,
-    replica: Replica,
+    pub(super) seq: u64,
+    pub(super) lobby_seen: Dedup,
+    pub(super) direct_seen: Dedup,
+    pub(super) liveness: Liveness,
+    pub(super) replica: Replica,
     /// This node's members' names, by key.
-    mine: HashMap<String, Mine>,
+    pub(super) mine: HashMap<String, Mine>,
     /// Releases that arrived while their claim was still out: (key, member).
-    released_early: HashSet<(String, MemberId)>,
+    pub(super) released_early: HashSet<(String, MemberId)>,
     /// Releases that failed while NATS was away, retried after the next reconnect.
-    stale: Vec<(String, u64)>,
-    setting_up: bool,
+    pub(super) stale: Vec<(String, u64)>,
+    pub(super) setting_up: bool,
     subjects: Subjects,
 }
 
@@ -233,24 +201,6 @@ async fn run<D: Deliver>(
     tracing::info!("cluster bridge stopped");
 }
 
-/// The stream behind the names bucket, as `create_key_value` would make it: one value per key,
-/// deletes as markers, file storage so that a NATS restart keeps the names.
-fn names_stream(bucket: &str) -> async_nats::jetstream::stream::Config {
-    use async_nats::jetstream::stream::{Config, DiscardPolicy, StorageType};
-    Config {
-        name: format!("KV_{bucket}"),
-        subjects: vec![format!("$KV.{bucket}.>")],
-        max_messages_per_subject: 1,
-        storage: StorageType::File,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        discard: DiscardPolicy::New,
-        num_replicas: 1,
-        ..Default::default()
-    }
-}
-
 async fn next_entry(watch: &mut Option<Watch>) -> Option<Result<kv::Entry, kv::WatcherError>> {
     match watch {
         Some(watch) => watch.next().await,
@@ -259,11 +209,11 @@ async fn next_entry(watch: &mut Option<Watch>) -> Option<Result<kv::Entry, kv::W
 }
 
 impl<D: Deliver> Bridge<D> {
-    fn connected(&self) -> bool {
+    pub(super) fn connected(&self) -> bool {
         self.shared.is_connected()
     }
 
-    async fn publish(&mut self, subject: String, kind: u8, payload: &[u8]) {
+    pub(super) async fn publish(&mut self, subject: String, kind: u8, payload: &[u8]) {
         self.seq += 1;
         let message = envelope::encode(kind, self.settings.tag, self.seq, payload);
         match self.client.publish(subject, message).await {
@@ -314,57 +264,6 @@ impl<D: Deliver> Bridge<D> {
         }
     }
 
-    fn claim(
-        &mut self,
-        name: String,
-        member: MemberId,
-        reply: flume::Sender<ClaimOutcome>,
-        tasks: &mut FuturesUnordered<Task>,
-    ) {
-        let Some(store) = self.store.clone().filter(|_| self.connected()) else {
-            let _ = reply.try_send(ClaimOutcome::Unavailable);
-            return;
-        };
-        let key = names::key(&name);
-        let holder = Holder::new(self.settings.tag, &self.settings.node_name, member, &name);
-        let limit = self.settings.request_timeout;
-        tasks.push(Box::pin(async move {
-            let created = tokio::time::timeout(limit, store.create(&key, holder.encode())).await;
-            let result = match created {
-                Ok(Ok(revision)) => Ok(revision),
-                Ok(Err(error)) => Err(Some(error.kind())),
-                Err(_) => Err(None),
-            };
-            let mine = Mine {
-                member,
-                name,
-                revision: 0,
-            };
-            Done::Claim {
-                key,
-                mine,
-                reply,
-                result,
-            }
-        }));
-    }
-
-    fn release(&mut self, key: String, revision: u64, tasks: &mut FuturesUnordered<Task>) {
-        let Some(store) = self.store.clone().filter(|_| self.connected()) else {
-            return self.stale.push((key, revision));
-        };
-        let limit = self.settings.request_timeout;
-        tasks.push(Box::pin(async move {
-            let deleted = store.delete_expect_revision(&key, Some(revision));
-            match tokio::time::timeout(limit, deleted).await {
-                Ok(Ok(())) => Done::Nothing,
-                // Someone else's now (a survivor freed it, another node took it): not ours to free.
-                Ok(Err(error)) if error.kind() == kv::DeleteErrorKind::Other => Done::Nothing,
-                _ => Done::ReleaseFailed { key, revision },
-            }
-        }));
-    }
-
     /// A message from another node on the lobby (`lobby`) or on this node's subject.
     async fn arrived(&mut self, lobby: bool, message: Bytes) {
         let Some(envelope) = envelope::decode(&message) else {
@@ -398,89 +297,6 @@ impl<D: Deliver> Bridge<D> {
         }
     }
 
-    async fn watched(&mut self, entry: kv::Entry, tasks: &mut FuturesUnordered<Task>) {
-        let key = entry.key;
-        let changes = match entry.operation {
-            Operation::Put => {
-                if let Some(mine) = self.mine.get(&key) {
-                    let ours = Holder::decode(&entry.value).is_some_and(|(tag, member, _)| {
-                        tag == self.settings.tag && member == mine.member
-                    });
-                    if !ours {
-                        let mine = self.mine.remove(&key).expect("looked up above");
-                        self.lose(mine).await;
-                    }
-                }
-                self.replica.put(&key, &entry.value, entry.revision)
-            }
-            Operation::Delete | Operation::Purge => {
-                if let Some(mine) = self.mine.get(&key).filter(|m| m.revision < entry.revision) {
-                    // A survivor thought this node dead and freed the name: take it back.
-                    tracing::warn!(name = %mine.name, "a name of this node was freed by another; re-asserting it");
-                    let mine = mine.clone();
-                    self.reassert(key.clone(), mine, tasks);
-                }
-                self.replica.delete(&key).into_iter().collect()
-            }
-        };
-        let now = Instant::now();
-        for change in changes {
-            let inbound = match change {
-                Change::Joined(held) => {
-                    self.liveness.holds_names(held.tag, now);
-                    Inbound::Joined {
-                        name: held.name,
-                        member: held.member,
-                    }
-                }
-                Change::Left(held) => Inbound::Left {
-                    name: held.name,
-                    member: held.member,
-                },
-            };
-            self.deliver.deliver(inbound).await;
-        }
-    }
-
-    async fn lose(&mut self, mine: Mine) {
-        tracing::warn!(name = %mine.name, "another node holds the name of a user of this node: disconnecting the user");
-        let inbound = Inbound::NameLost {
-            name: mine.name,
-            member: mine.member,
-        };
-        self.deliver.deliver(inbound).await;
-    }
-
-    fn reassert(&mut self, key: String, mine: Mine, tasks: &mut FuturesUnordered<Task>) {
-        let Some(store) = self.store.clone() else {
-            return;
-        };
-        let value = Holder::new(
-            self.settings.tag,
-            &self.settings.node_name,
-            mine.member,
-            &mine.name,
-        );
-        let limit = self.settings.request_timeout;
-        tasks.push(Box::pin(async move {
-            let asserted = async {
-                match store.create(&key, value.encode()).await {
-                    Ok(revision) => Some(revision),
-                    Err(error) if error.kind() == CreateErrorKind::AlreadyExists => {
-                        let entry = store.entry(key.clone()).await.ok().flatten()?;
-                        let holder = Holder::decode(&entry.value)?;
-                        (holder.1 == mine.member).then_some(entry.revision)
-                    }
-                    Err(_) => Some(mine.revision),
-                }
-            };
-            let kept = tokio::time::timeout(limit, asserted)
-                .await
-                .unwrap_or(Some(mine.revision));
-            Done::Reasserted { key, mine, kept }
-        }));
-    }
-
     fn event(&mut self, event: Event, tasks: &mut FuturesUnordered<Task>) {
         match event {
             Event::Connected => self.set_up(tasks),
@@ -497,123 +313,11 @@ impl<D: Deliver> Bridge<D> {
     }
 
     /// Cut off from NATS (or the watch broke): sends fail at once until the node is back.
-    fn lost(&mut self) {
+    pub(super) fn lost(&mut self) {
         if self.connected() {
             tracing::warn!(urls = ?self.settings.urls, "cut off from NATS: local chat goes on, cross-node sends and new logins get CLUSTER_UNAVAILABLE, /readyz says 503");
         }
         self.shared.set_connected(false);
-    }
-
-    /// After a (re)connect: finds or makes the names bucket and watches it.
-    fn set_up(&mut self, tasks: &mut FuturesUnordered<Task>) {
-        if self.setting_up || self.connected() {
-            return;
-        }
-        self.setting_up = true;
-        let jetstream = async_nats::jetstream::new(self.client.clone());
-        let bucket = self.settings.bucket.clone();
-        let limit = self.settings.request_timeout;
-        tasks.push(Box::pin(async move {
-            let ready = async {
-                let store = match jetstream.get_key_value(&bucket).await {
-                    Ok(store) => store,
-                    Err(_) => {
-                        // Made as a plain stream: `create_key_value` first asks for account
-                        // details that nats-server 2.9 answers in a form this client rejects.
-                        let config = names_stream(&bucket);
-                        let made = jetstream.get_or_create_stream(config).await;
-                        made.map_err(|e| format!("cannot create the names bucket {bucket}: {e}"))?;
-                        (jetstream.get_key_value(&bucket).await).map_err(|e| e.to_string())?
-                    }
-                };
-                let watch = store.watch_all().await.map_err(|e| e.to_string())?;
-                Ok((store, watch))
-            };
-            let ready = tokio::time::timeout(limit, ready).await;
-            Done::Ready(ready.unwrap_or_else(|_| Err("JetStream did not answer in time".into())))
-        }));
-    }
-
-    /// Acts on a request that came back; a new watch is the caller's to keep.
-    async fn done(&mut self, done: Done, tasks: &mut FuturesUnordered<Task>) -> Option<Watch> {
-        match done {
-            Done::Ready(Ok((store, watch))) => {
-                self.setting_up = false;
-                self.store = Some(store);
-                self.shared.set_connected(true);
-                self.liveness.restart_clocks(Instant::now());
-                tracing::info!(
-                    names = self.mine.len(),
-                    "connected to NATS: the cluster is reachable"
-                );
-                let mine: Vec<(String, Mine)> = self
-                    .mine
-                    .iter()
-                    .map(|(k, m)| (k.clone(), m.clone()))
-                    .collect();
-                for (key, mine) in mine {
-                    self.reassert(key, mine, tasks);
-                }
-                for (key, revision) in std::mem::take(&mut self.stale) {
-                    self.release(key, revision, tasks);
-                }
-                return Some(watch);
-            }
-            Done::Ready(Err(error)) => {
-                self.setting_up = false;
-                tracing::warn!(%error, "NATS is reachable but its JetStream is not: this node stays cut off and retries");
-            }
-            Done::Claim {
-                key,
-                mut mine,
-                reply,
-                result,
-            } => {
-                let member = mine.member;
-                let outcome = match result {
-                    Ok(revision) => {
-                        mine.revision = revision;
-                        if self.released_early.remove(&(key.clone(), member)) {
-                            self.release(key, revision, tasks);
-                        } else {
-                            self.mine.insert(key, mine);
-                        }
-                        ClaimOutcome::Claimed
-                    }
-                    other => {
-                        self.released_early.remove(&(key, member));
-                        match other {
-                            Err(Some(CreateErrorKind::AlreadyExists)) => ClaimOutcome::Taken,
-                            _ => ClaimOutcome::Unavailable,
-                        }
-                    }
-                };
-                let _ = reply.try_send(outcome);
-            }
-            Done::Reasserted {
-                key,
-                mut mine,
-                kept,
-            } => match kept {
-                Some(revision) => {
-                    if let Some(current) =
-                        self.mine.get_mut(&key).filter(|m| m.member == mine.member)
-                    {
-                        current.revision = revision;
-                    }
-                }
-                None => {
-                    if self.mine.get(&key).is_some_and(|m| m.member == mine.member) {
-                        self.mine.remove(&key);
-                        mine.revision = 0;
-                        self.lose(mine).await;
-                    }
-                }
-            },
-            Done::ReleaseFailed { key, revision } => self.stale.push((key, revision)),
-            Done::Nothing => {}
-        }
-        None
     }
 
     /// Every heartbeat interval: beat, notice who died, and free the dead's names if it falls to

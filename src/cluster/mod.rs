@@ -16,6 +16,7 @@
 //! - [`counters`]: what the bridge counts for `/metrics`.
 
 pub mod bridge;
+mod bucket;
 pub mod counters;
 pub mod envelope;
 pub mod liveness;

@@ -60,7 +60,10 @@ struct Cores(Vec<Arc<CoreMetrics>>);
 struct Cluster(Arc<cluster::Shared>);
 
 /// The bridge's counters: name, help, what to read.
-const CLUSTER_COUNTERS: [(&str, &str, fn(&ClusterCounters) -> u64); 7] = [
+/// Reads one of the bridge's counters.
+type ReadCluster = fn(&ClusterCounters) -> u64;
+
+const CLUSTER_COUNTERS: [(&str, &str, ReadCluster); 7] = [
     (
         "uring_chat_cluster_published",
         "Messages this node published to the other nodes (a broadcast counts once).",
