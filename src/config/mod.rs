@@ -430,6 +430,14 @@ impl Config {
                 self.max_outbound_bytes / 2
             ));
         }
+        if self.nats.iter().any(|url| url.trim().is_empty())
+            || self
+                .node_name
+                .as_ref()
+                .is_some_and(|name| name.trim().is_empty())
+        {
+            return Err("--nats URLs and --node-name must not be empty".into());
+        }
         if self.max_rooms_per_user == 0 || self.max_rooms == 0 {
             return Err("--max-rooms-per-user and --max-rooms must be positive".into());
         }
