@@ -72,8 +72,9 @@ pub(super) struct Bridge<D> {
     pub(super) replica: Replica,
     /// This node's members' names, by key.
     pub(super) mine: HashMap<String, Mine>,
-    /// Releases that arrived while their claim was still out: (key, member).
-    pub(super) released_early: HashSet<(String, MemberId)>,
+    /// Claims still out, by (key, member): true once the member has been released meanwhile (its
+    /// connection closed while its login waited).
+    pub(super) claiming: HashMap<(String, MemberId), bool>,
     /// Releases that failed while NATS was away, retried after the next reconnect.
     pub(super) stale: Vec<(String, u64)>,
     pub(super) setting_up: bool,
@@ -153,7 +154,7 @@ async fn run<D: Deliver>(
         lobby_seen: Dedup::default(),
         direct_seen: Dedup::default(),
         mine: HashMap::new(),
-        released_early: HashSet::new(),
+        claiming: HashMap::new(),
         stale: Vec::new(),
         setting_up: false,
         subjects,
@@ -213,7 +214,14 @@ impl<D: Deliver> Bridge<D> {
         self.shared.is_connected()
     }
 
+    /// Publishes in order on this node's one connection. Not while cut off: the client would
+    /// buffer, and once its buffer is full the await would stall the whole loop. The cores are
+    /// told `CLUSTER_UNAVAILABLE` for sends refused while cut off; what was already queued for the
+    /// bridge when NATS dropped is lost (counted as refused).
     pub(super) async fn publish(&mut self, subject: String, kind: u8, payload: &[u8]) {
+        if !self.connected() {
+            return self.shared.counters.refused.bump();
+        }
         self.seq += 1;
         let message = envelope::encode(kind, self.settings.tag, self.seq, payload);
         match self.client.publish(subject, message).await {
@@ -257,7 +265,10 @@ impl<D: Deliver> Bridge<D> {
                         self.release(key, revision, tasks);
                     }
                     _ => {
-                        self.released_early.insert((key, member));
+                        // Its claim is still out, or the name is not its own any more.
+                        if let Some(released) = self.claiming.get_mut(&(key, member)) {
+                            *released = true;
+                        }
                     }
                 }
             }

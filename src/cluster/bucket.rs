@@ -75,6 +75,7 @@ impl<D: Deliver> Bridge<D> {
             return;
         };
         let key = names::key(&name);
+        self.claiming.insert((key.clone(), member), false);
         let holder = Holder::new(self.settings.tag, &self.settings.node_name, member, &name);
         let limit = self.settings.request_timeout;
         tasks.push(Box::pin(async move {
@@ -170,6 +171,29 @@ impl<D: Deliver> Bridge<D> {
             member: mine.member,
         };
         self.deliver.deliver(inbound).await;
+    }
+
+    /// Deletes `key` if `member` holds it: the clean-up after a claim whose answer did not come.
+    fn forget_if_ours(
+        &mut self,
+        key: String,
+        member: MemberId,
+        tasks: &mut FuturesUnordered<Task>,
+    ) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        let limit = self.settings.request_timeout;
+        tasks.push(Box::pin(async move {
+            let forget = async {
+                let entry = store.entry(key.clone()).await.ok().flatten()?;
+                let (_, holder, _) = Holder::decode(&entry.value)?;
+                let revision = Some(entry.revision);
+                (holder == member).then_some(store.delete_expect_revision(&key, revision).await)
+            };
+            let _ = tokio::time::timeout(limit, forget).await;
+            Done::Nothing
+        }));
     }
 
     pub(super) fn reassert(&mut self, key: String, mine: Mine, tasks: &mut FuturesUnordered<Task>) {
@@ -273,23 +297,25 @@ impl<D: Deliver> Bridge<D> {
                 result,
             } => {
                 let member = mine.member;
+                let released = self.claiming.remove(&(key.clone(), member));
                 let outcome = match result {
                     Ok(revision) => {
                         mine.revision = revision;
-                        if self.released_early.remove(&(key.clone(), member)) {
+                        if released == Some(true) {
                             self.release(key, revision, tasks);
                         } else {
                             self.mine.insert(key, mine);
                         }
                         ClaimOutcome::Claimed
                     }
-                    other => {
-                        self.released_early.remove(&(key, member));
-                        match other {
-                            Err(Some(CreateErrorKind::AlreadyExists)) => ClaimOutcome::Taken,
-                            _ => ClaimOutcome::Unavailable,
-                        }
+                    Err(Some(CreateErrorKind::AlreadyExists)) => ClaimOutcome::Taken,
+                    Err(None) => {
+                        // Timed out: the create may still have happened. The login is refused,
+                        // so the name must not stay this member's.
+                        self.forget_if_ours(key, member, tasks);
+                        ClaimOutcome::Unavailable
                     }
+                    Err(Some(_)) => ClaimOutcome::Unavailable,
                 };
                 let _ = reply.try_send(outcome);
             }
