@@ -137,19 +137,31 @@ impl Node {
         panic!("the node exited before listening: {:?}", child.wait());
     }
 
-    /// The status `/readyz` answers.
-    fn readyz(&self) -> u16 {
+    fn get(&self, path: &str) -> String {
         let mut stream = TcpStream::connect(self.http).unwrap();
-        stream
-            .write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        stream.write_all(request.as_bytes()).unwrap();
         let mut answer = String::new();
         let _ = stream.read_to_string(&mut answer);
         answer
-            .split(' ')
-            .nth(1)
+    }
+
+    /// The status `/readyz` answers.
+    fn readyz(&self) -> u16 {
+        let answer = self.get("/readyz");
+        (answer.split(' ').nth(1))
             .and_then(|status| status.parse().ok())
             .unwrap_or(0)
+    }
+
+    /// The value of the series `series` (name and labels, as written) in `/metrics`.
+    fn metric(&self, series: &str) -> u64 {
+        let text = self.get("/metrics");
+        let line = text
+            .lines()
+            .find(|line| line.starts_with(&format!("{series} ")));
+        let line = line.unwrap_or_else(|| panic!("no {series} in /metrics"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
     }
 
     fn login(&self, name: &str) -> Client {
@@ -421,6 +433,14 @@ fn losing_nats_keeps_local_chat_and_reconnects() {
     let mut late = Client::connect(a.addr);
     late.send(&json!({"type": "connect", "content": "late"}).to_string());
     late.expect_error("CLUSTER_UNAVAILABLE");
+    let errors = r#"uring_chat_protocol_errors_total{code="CLUSTER_UNAVAILABLE"}"#;
+    assert_eq!(
+        a.metric(errors),
+        3,
+        "the direct message, the broadcast, the login"
+    );
+    assert!(a.metric("uring_chat_cluster_unavailable_total") >= 3);
+    assert_eq!(a.metric("uring_chat_cluster_connected"), 0);
 
     nats.restart();
     eventually("node a is ready again", || a.readyz() == 200);
@@ -441,4 +461,6 @@ fn losing_nats_keeps_local_chat_and_reconnects() {
     b0.ping("and nothing of its own");
     let mut fresh = a.login("fresh");
     until_users(&mut fresh, 4);
+    assert_eq!(a.metric("uring_chat_cluster_connected"), 1);
+    assert_eq!(a.metric("uring_chat_cluster_duplicates_dropped_total"), 0);
 }
