@@ -402,6 +402,33 @@ fn a_killed_node_is_announced_gone_and_frees_its_names() {
     assert_eq!(next_chat(&mut again)["content"], "still here");
 }
 
+/// SIGTERM of a node: its users get SERVER_SHUTDOWN and are logged out as the drain closes them,
+/// which frees their names at once (not after the heartbeats stop: no node is counted dead), and
+/// the node exits 0 once its bridge has sent those releases.
+#[test]
+fn a_stopped_node_releases_its_names_as_it_drains() {
+    let Some(nats) = Nats::start("a_stopped_node_releases_its_names_as_it_drains") else {
+        return;
+    };
+    let a = Node::start(&nats, "a", 1);
+    let mut b = Node::start(&nats, "b", 2);
+    let mut alice = a.login("alice");
+    let mut bob = b.login("bob");
+    until_users(&mut alice, 2);
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(b.child.id() as i32, libc::SIGTERM) };
+    bob.expect_error("SERVER_SHUTDOWN");
+    assert_eq!(b.child.wait().unwrap().code(), Some(0), "a clean exit");
+    eventually("bob's name is free", || {
+        Client::connect(a.addr).try_login("bob")
+    });
+    assert_eq!(
+        a.metric("uring_chat_cluster_dead_nodes_total"),
+        0,
+        "freed by the release"
+    );
+}
+
 /// NATS stopped: local chat goes on, a cross-node send gets CLUSTER_UNAVAILABLE, a new login too,
 /// and /readyz says 503. NATS back on the same port and store: the nodes reconnect, chat crosses
 /// nodes again, and nothing arrives twice.
