@@ -491,3 +491,30 @@ fn losing_nats_keeps_local_chat_and_reconnects() {
     assert_eq!(a.metric("uring_chat_cluster_connected"), 1);
     assert_eq!(a.metric("uring_chat_cluster_duplicates_dropped_total"), 0);
 }
+
+/// A login on a clustered node waits for the names bucket; frames sent right behind it, in the
+/// same write, wait with it and are then acted on as the logged-in user's.
+#[test]
+fn frames_right_behind_a_login_wait_for_it() {
+    let Some(nats) = Nats::start("frames_right_behind_a_login_wait_for_it") else {
+        return;
+    };
+    let a = Node::start(&nats, "a", 2);
+    let b = Node::start(&nats, "b", 1);
+    let mut watcher = b.login("watcher");
+    let mut eager = Client::connect(a.addr);
+    let login = json!({"type": "connect", "content": "eager"});
+    let both = format!(
+        "{login}\n{}\n{}\n",
+        chat("right behind"),
+        direct(&watcher, "and a DM")
+    );
+    eager.send_bytes(both.as_bytes());
+    assert_eq!(eager.next_reply()["type"], "connect_response");
+    let frame = next_chat(&mut watcher);
+    assert_eq!(
+        (&frame["content"], &frame["username"]),
+        (&json!("right behind"), &json!("eager"))
+    );
+    assert_eq!(next_chat(&mut watcher)["content"], "and a DM");
+}
