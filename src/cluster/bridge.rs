@@ -78,6 +78,8 @@ pub(super) struct Bridge<D> {
     /// Releases that failed while NATS was away, retried after the next reconnect.
     pub(super) stale: Vec<(String, u64)>,
     pub(super) setting_up: bool,
+    /// JetStream refused the last set-up; logged once until it succeeds.
+    pub(super) jetstream_failing: bool,
     subjects: Subjects,
 }
 
@@ -157,6 +159,7 @@ async fn run<D: Deliver>(
         claiming: HashMap::new(),
         stale: Vec::new(),
         setting_up: false,
+        jetstream_failing: false,
         subjects,
     };
     tracing::info!(node = %bridge.settings.node_name, tag = format!("{:08x}", bridge.settings.tag), urls = ?bridge.settings.urls, "cluster bridge started");

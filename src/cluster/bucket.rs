@@ -266,6 +266,7 @@ impl<D: Deliver> Bridge<D> {
             Done::Ready(Ok(ready)) => {
                 let (store, watch) = *ready;
                 self.setting_up = false;
+                self.jetstream_failing = false;
                 self.store = Some(store);
                 self.shared.set_connected(true);
                 self.liveness.restart_clocks(Instant::now());
@@ -288,7 +289,10 @@ impl<D: Deliver> Bridge<D> {
             }
             Done::Ready(Err(error)) => {
                 self.setting_up = false;
-                tracing::warn!(%error, "NATS is reachable but its JetStream is not: this node stays cut off and retries");
+                if !self.jetstream_failing {
+                    self.jetstream_failing = true;
+                    tracing::warn!(%error, "NATS is reachable but its JetStream is not: this node stays cut off and retries");
+                }
             }
             Done::Claim {
                 key,
