@@ -553,3 +553,37 @@ fn rooms_work_per_node_in_a_cluster() {
     );
     ann.ping("nothing from b's room");
 }
+
+/// NATS back with an empty store (its JetStream data lost): the nodes make the names bucket again
+/// and re-assert their users' names, so a node that starts afterwards sees every user, and their
+/// names stay taken.
+#[test]
+fn names_are_reasserted_into_a_fresh_nats() {
+    let Some(mut nats) = Nats::start("names_are_reasserted_into_a_fresh_nats") else {
+        return;
+    };
+    let a = Node::start(&nats, "a", 2);
+    let b = Node::start(&nats, "b", 1);
+    let mut ann = a.login("ann");
+    let mut bea = b.login("bea");
+    until_users(&mut ann, 2);
+
+    nats.stop();
+    std::fs::remove_dir_all(&nats.store).unwrap();
+    eventually("node a notices", || a.readyz() == 503);
+    nats.restart();
+    eventually("node a is ready again", || a.readyz() == 200);
+    eventually("node b is ready again", || b.readyz() == 200);
+
+    let c = Node::start(&nats, "c", 1);
+    let mut cid = c.login("cid");
+    until_users(&mut cid, 3);
+    for taken in ["ann", "bea"] {
+        let mut again = Client::connect(c.addr);
+        again.send(&json!({"type": "connect", "content": taken}).to_string());
+        again.expect_error("NAME_TAKEN");
+    }
+    cid.send(&chat("hello from c"));
+    assert_eq!(next_chat(&mut ann)["content"], "hello from c");
+    assert_eq!(next_chat(&mut bea)["content"], "hello from c");
+}

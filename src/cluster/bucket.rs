@@ -216,7 +216,10 @@ impl<D: Deliver> Bridge<D> {
                         let holder = Holder::decode(&entry.value)?;
                         (holder.1 == mine.member).then_some(entry.revision)
                     }
-                    Err(_) => Some(mine.revision),
+                    Err(error) => {
+                        tracing::warn!(%error, "re-asserting a name failed");
+                        Some(mine.revision)
+                    }
                 }
             };
             let kept = tokio::time::timeout(limit, asserted)
@@ -248,7 +251,12 @@ impl<D: Deliver> Bridge<D> {
                         (jetstream.get_key_value(&bucket).await).map_err(|e| e.to_string())?
                     }
                 };
-                let watch = store.watch_all().await.map_err(|e| e.to_string())?;
+                // Every key's latest value (or delete marker) first, then what changes: `watch_all`
+                // would start at new changes only, and miss the names held before.
+                let watch = store
+                    .watch_with_history(">")
+                    .await
+                    .map_err(|e| e.to_string())?;
                 Ok(Box::new((store, watch)))
             };
             let ready = tokio::time::timeout(limit, ready).await;
