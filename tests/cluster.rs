@@ -587,3 +587,39 @@ fn names_are_reasserted_into_a_fresh_nats() {
     assert_eq!(next_chat(&mut ann)["content"], "hello from c");
     assert_eq!(next_chat(&mut bea)["content"], "hello from c");
 }
+
+/// A node frozen (SIGSTOP) long enough to be counted dead loses its users' names to the survivors;
+/// when it runs again and finds a name taken by another node's user meanwhile, its own user under
+/// that name gets NAME_TAKEN and is disconnected: never two users under one name.
+#[test]
+fn a_node_counted_dead_gives_up_names_taken_meanwhile() {
+    let Some(nats) = Nats::start("a_node_counted_dead_gives_up_names_taken_meanwhile") else {
+        return;
+    };
+    let a = Node::start(&nats, "a", 1);
+    let b = Node::start(&nats, "b", 1);
+    let mut ann = a.login("ann");
+    let mut watcher = b.login("watcher");
+    until_users(&mut watcher, 2);
+    until_users(&mut ann, 2);
+
+    let pid = a.child.id() as i32;
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let mut usurper = Client::connect(b.addr);
+    eventually("ann's name is freed while node a is frozen", || {
+        usurper = Client::connect(b.addr);
+        usurper.try_login("ann")
+    });
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let frame = ann.expect_error("NAME_TAKEN");
+    assert!(frame["content"]
+        .as_str()
+        .unwrap()
+        .contains("another node took your name"));
+    ann.expect_closed();
+    until_users(&mut watcher, 2);
+    usurper.send(&chat("the name is mine"));
+    assert_eq!(next_chat(&mut watcher)["content"], "the name is mine");
+}
