@@ -9,6 +9,7 @@ use serde_json::Value;
 use uring_chat::config::Config;
 use uring_chat::server::Server;
 
+pub mod cluster;
 pub mod tls;
 pub mod ws;
 
