@@ -459,3 +459,54 @@ fn a_node_counted_dead_gives_up_names_taken_meanwhile() {
     usurper.send(&chat("the name is mine"));
     assert_eq!(next_chat(&mut watcher)["content"], "the name is mine");
 }
+
+/// A clustered node's scrape, with the cluster's series, passes promtool's check.
+#[test]
+fn promtool_accepts_a_cluster_nodes_scrape() {
+    let Ok(version) = std::process::Command::new("promtool")
+        .arg("--version")
+        .output()
+    else {
+        println!("SKIPPED: promtool not installed (apt-get install prometheus provides it)");
+        return;
+    };
+    assert!(version.status.success());
+    let Some(nats) = Nats::start("promtool_accepts_a_cluster_nodes_scrape") else {
+        return;
+    };
+    let a = Node::start(&nats, "a", 1);
+    let b = Node::start(&nats, "b", 1);
+    let mut ann = a.login("ann");
+    let mut bea = b.login("bea");
+    until_users(&mut ann, 2);
+    ann.send(&chat("counted"));
+    assert_eq!(next_chat(&mut bea)["content"], "counted");
+    let answer = a.get("/metrics");
+    let (_, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(body.contains("uring_chat_cluster_connected 1"), "{body}");
+    let mut check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let outcome = check.wait_with_output().unwrap();
+    assert!(
+        outcome.status.success() && outcome.stdout.is_empty() && outcome.stderr.is_empty(),
+        "promtool check metrics: {}{}\n{body}",
+        String::from_utf8_lossy(&outcome.stdout),
+        String::from_utf8_lossy(&outcome.stderr)
+    );
+    assert!(
+        b.metric("uring_chat_cluster_received_total") >= 1,
+        "the broadcast, at least"
+    );
+}

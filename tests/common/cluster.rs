@@ -129,7 +129,8 @@ impl Node {
         panic!("the node exited before listening: {:?}", child.wait());
     }
 
-    fn get(&self, path: &str) -> String {
+    /// The whole HTTP answer to `GET path`, head included.
+    pub fn get(&self, path: &str) -> String {
         let mut stream = TcpStream::connect(self.http).unwrap();
         let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
         stream.write_all(request.as_bytes()).unwrap();
