@@ -116,6 +116,7 @@ pub async fn serve(
     let mut small_reads = 0u8;
     if !buf.is_empty() {
         inbound.take_frames(&core, &conn, &mut session, &mut buf);
+        settle_login(&core, &conn, &mut inbound, &mut session, &mut buf).await;
     }
     loop {
         let (len, capacity) = (buf.len(), buf.capacity());
@@ -141,6 +142,7 @@ pub async fn serve(
             continue;
         }
         inbound.take_frames(&core, &conn, &mut session, &mut buf);
+        settle_login(&core, &conn, &mut inbound, &mut session, &mut buf).await;
         if conn.is_closing() {
             session::logout(shard, &conn, &mut session);
             buf.clear();
@@ -152,6 +154,25 @@ pub async fn serve(
     session::logout(shard, &conn, &mut session);
     conn.set_closed();
     core.forget(&conn);
+}
+
+/// In a cluster, a login waits for the names bucket's answer (docs/CLUSTER.md): no read is in
+/// flight meanwhile, so nothing else of this connection is acted on; the core runs on. Then the
+/// frames that followed the login in the same read get their turn. On a single node no login is
+/// ever pending, and this is one test of an `Option`.
+async fn settle_login(
+    core: &Rc<Core>,
+    conn: &Rc<Connection>,
+    inbound: &mut impl Inbound,
+    session: &mut Option<Session>,
+    buf: &mut Vec<u8>,
+) {
+    while let Some(answer) = session::pending_claim(session) {
+        let outcome = answer.recv_async().await;
+        let outcome = outcome.unwrap_or(crate::cluster::ClaimOutcome::Unavailable);
+        session::settle_login(&core.shard, conn, session, outcome);
+        inbound.take_frames(core, conn, session, buf);
+    }
 }
 
 /// Newline-delimited JSON (or objects back to back), split by [`FrameDecoder`].
@@ -178,6 +199,10 @@ impl Inbound for Lines {
                 Event::TooLarge => conn.finish(too_large(core), CloseReason::FrameTooLarge),
             }
             if conn.is_closing() {
+                return;
+            }
+            if session::is_pending(session) {
+                // The rest waits for the login's answer: `serve` calls again once it is in.
                 return;
             }
         }

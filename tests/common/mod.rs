@@ -12,6 +12,7 @@ use serde_json::Value;
 use uring_chat::config::Config;
 use uring_chat::server::Server;
 
+pub mod cluster;
 pub mod stream;
 pub mod tls;
 pub mod ws;
