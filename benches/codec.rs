@@ -33,7 +33,7 @@ fn client_stream() -> Vec<u8> {
         seed ^= seed << 17;
         seed
     };
-    let recipient = UserId::new(1).to_string();
+    let recipient = UserId::new(1, 0).to_string();
     let mut out = Vec::new();
     for i in 0..FRAMES {
         let roll = next() % 100;
@@ -115,8 +115,8 @@ fn bench_decode(c: &mut Criterion) {
 }
 
 fn bench_protocol(c: &mut Criterion) {
-    let sender = UserId::new(0);
-    let recipient = UserId::new(1);
+    let sender = UserId::new(0, 0);
+    let recipient = UserId::new(1, 0);
     // A 64-byte payload, like loadgen's default `--size`.
     let inbound = format!(r#"{{"type":"chat","content":"{}"}}"#, "x".repeat(64));
     let direct = format!(

@@ -24,7 +24,7 @@ const QUEUES: usize = 10_000;
 fn chat_frame() -> Bytes {
     let inbound = format!(r#"{{"type":"chat","content":"{}"}}"#, "x".repeat(64));
     let request = parse_request(inbound.as_bytes()).expect("valid frame");
-    protocol::chat(UserId::new(0), "alice", None, request.content)
+    protocol::chat(UserId::new(0, 0), "alice", None, request.content)
 }
 
 /// One round: `per_drain` broadcasts fanned out to every queue, then every queue written out.

@@ -10,6 +10,9 @@ machine's). Run it beside a loadgen run:
 
     scripts/dm-probe.py --port 18090 --duration 10 --pairs 4
 
+With --receiver-port the receivers log in on another node of a cluster (docs/CLUSTER.md), so every
+message crosses nodes through NATS.
+
 It prints one JSON object: count, lost, and latency percentiles in milliseconds. Standard library
 only.
 """
@@ -44,13 +47,14 @@ def main():
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of sending")
     parser.add_argument("--interval-ms", type=float, default=2.0, help="between two sends of a pair")
     parser.add_argument("--pairs", type=int, default=4, help="sender/receiver pairs (spread over the cores)")
+    parser.add_argument("--receiver-port", type=int, help="receivers log in here (another node); default --port")
     args = parser.parse_args()
 
     tag = f"probe{int(time.time() * 1000) % 100000}"
     pairs = []
     for i in range(args.pairs):
         sender, _, _ = login(args.port, f"{tag}-s{i}")
-        receiver, reader, receiver_id = login(args.port, f"{tag}-r{i}")
+        receiver, reader, receiver_id = login(args.receiver_port or args.port, f"{tag}-r{i}")
         receiver.setblocking(False)
         pairs.append((sender, receiver, receiver_id))
 

@@ -13,6 +13,11 @@
 //! - [`net`]: bytes on sockets: the connection and its bounded outbound queue, the frame splitter,
 //!   the per-core writer, flood control and connection caps.
 //!
+//! [`cluster`] sits below [`chat`], which uses it: several nodes as one server over NATS
+//! (docs/CLUSTER.md). It moves opaque bytes with a kind between nodes on one bridge thread per
+//! node, keeps the cluster's usernames in a JetStream key-value bucket and tells which nodes are
+//! alive; it knows nothing of chat frames. Off (no thread, no client) unless `--nats` is given.
+//!
 //! [`config`] sits beside them: flags, environment, TOML file and defaults; every limit is a named
 //! constant there.
 //!
@@ -26,6 +31,7 @@
 
 pub mod auth;
 pub mod chat;
+pub mod cluster;
 pub mod config;
 pub mod hub;
 pub mod metrics;

@@ -1,5 +1,6 @@
 //! Delivery over real sockets with users on both cores: broadcast, direct messages, presence,
-//! and clients that misbehave without costing the others anything.
+//! and clients that misbehave without costing the others anything. Every test runs twice: over
+//! plain TCP (`tcp::`) and through TLS clients (`tls::`).
 
 mod common;
 
@@ -9,32 +10,44 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{content_of, eventually, Client, TestServer};
+use common::{chat, content_of, eventually, Client, Over};
 use serde_json::json;
 use uring_chat::config::DEFAULT_INLINE_SEND_MIN;
 
 const CORES: usize = 2;
 
+over_tcp_and_tls!(
+    broadcast_reaches_every_other_user_once_in_order_across_cores,
+    broadcast_sent_inline_reaches_every_other_user_once_in_order,
+    broadcast_sent_inline_in_passes_that_yield_stays_once_and_in_order,
+    direct_messages_during_passes_that_stop_keep_each_senders_order,
+    direct_messages_cross_cores_and_unknown_recipients_are_reported,
+    name_is_freed_after_an_abrupt_close,
+    joins_and_leaves_are_announced,
+    oversized_frame_is_refused_and_others_are_unharmed,
+    slow_consumer_is_cut_off_and_others_receive_everything,
+    slow_consumer_is_cut_off_when_sends_are_inline,
+    short_writes_resend_the_rest,
+    short_writes_resend_the_rest_when_sends_are_inline,
+);
+
 /// Broadcasts reach every other user exactly once, in per-sender order, across both cores.
-#[test]
-fn broadcast_reaches_every_other_user_once_in_order_across_cores() {
-    broadcast_in_order(DEFAULT_INLINE_SEND_MIN, 2);
+fn broadcast_reaches_every_other_user_once_in_order_across_cores(over: Over) {
+    broadcast_in_order(over, DEFAULT_INLINE_SEND_MIN, 2);
 }
 
 /// The same when every write is sent inline (as a fan-out to thousands of connections is).
-#[test]
-fn broadcast_sent_inline_reaches_every_other_user_once_in_order() {
-    broadcast_in_order(1, 2);
+fn broadcast_sent_inline_reaches_every_other_user_once_in_order(over: Over) {
+    broadcast_in_order(over, 1, 2);
 }
 
 /// Inline, with passes long enough to yield (64 connections) and send what was queued meanwhile.
-#[test]
-fn broadcast_sent_inline_in_passes_that_yield_stays_once_and_in_order() {
-    broadcast_in_order(1, 70);
+fn broadcast_sent_inline_in_passes_that_yield_stays_once_and_in_order(over: Over) {
+    broadcast_in_order(over, 1, 70);
 }
 
-fn broadcast_in_order(inline_send_min: usize, per_core: usize) {
-    let server = TestServer::start_with(|c| {
+fn broadcast_in_order(over: Over, inline_send_min: usize, per_core: usize) {
+    let server = over.start_with(|c| {
         c.rate_limit = 0;
         c.inline_send_min = inline_send_min;
     });
@@ -91,9 +104,8 @@ fn broadcast_in_order(inline_send_min: usize, per_core: usize) {
 /// messages and broadcasts reach each recipient once and in the order sent: a recipient that gets a
 /// direct message while it waits for its place in a pass has its whole queue sent early, and its
 /// place then finds nothing left to send.
-#[test]
-fn direct_messages_during_passes_that_stop_keep_each_senders_order() {
-    let server = TestServer::start_with(|c| {
+fn direct_messages_during_passes_that_stop_keep_each_senders_order(over: Over) {
+    let server = over.start_with(|c| {
         c.rate_limit = 0;
         c.inline_send_min = 1;
     });
@@ -156,9 +168,8 @@ fn direct_messages_during_passes_that_stop_keep_each_senders_order() {
 }
 
 /// A direct message crosses cores to its recipient alone; unknown recipients get USER_NOT_FOUND.
-#[test]
-fn direct_messages_cross_cores_and_unknown_recipients_are_reported() {
-    let server = TestServer::start();
+fn direct_messages_cross_cores_and_unknown_recipients_are_reported(over: Over) {
+    let server = over.start();
     let mut clients = server.login_on_every_core("dm", CORES, 1);
     let a = clients.iter().position(|c| c.core == 0).unwrap();
     let b = clients.iter().position(|c| c.core == 1).unwrap();
@@ -196,9 +207,8 @@ fn direct_messages_cross_cores_and_unknown_recipients_are_reported() {
 }
 
 /// NAME_TAKEN while a name is in use; the name is free again after the holder's socket closes abruptly.
-#[test]
-fn name_is_freed_after_an_abrupt_close() {
-    let server = TestServer::start();
+fn name_is_freed_after_an_abrupt_close(over: Over) {
+    let server = over.start();
     let holder = server.login("carol");
     let mut rival = server.connect();
     rival.send(r#"{"type":"connect","content":"carol"}"#);
@@ -211,9 +221,8 @@ fn name_is_freed_after_an_abrupt_close() {
 }
 
 /// Other users learn of a join, of a leave by `disconnect`, and of a leave by abrupt close.
-#[test]
-fn joins_and_leaves_are_announced() {
-    let server = TestServer::start();
+fn joins_and_leaves_are_announced(over: Over) {
+    let server = over.start();
     let mut observer = server.login("observer");
     let leaver = server.login("polite");
     let quitter = server.login("abrupt");
@@ -246,9 +255,8 @@ fn joins_and_leaves_are_announced() {
 }
 
 /// A 1 MiB line gets FRAME_TOO_LARGE and a close, while other clients chat on unharmed.
-#[test]
-fn oversized_frame_is_refused_and_others_are_unharmed() {
-    let server = TestServer::start();
+fn oversized_frame_is_refused_and_others_are_unharmed(over: Over) {
+    let server = over.start();
     let mut attacker = server.login("attacker");
     let mut alice = server.login("alice");
     let mut bob = server.login("bob");
@@ -268,19 +276,17 @@ fn oversized_frame_is_refused_and_others_are_unharmed() {
 }
 
 /// A client that never reads is cut off as a slow consumer; a fast client receives every message.
-#[test]
-fn slow_consumer_is_cut_off_and_others_receive_everything() {
-    slow_consumer_is_cut_off(DEFAULT_INLINE_SEND_MIN);
+fn slow_consumer_is_cut_off_and_others_receive_everything(over: Over) {
+    slow_consumer_is_cut_off(over, DEFAULT_INLINE_SEND_MIN);
 }
 
 /// The same with inline sends, where the full socket's rest is handed to io_uring.
-#[test]
-fn slow_consumer_is_cut_off_when_sends_are_inline() {
-    slow_consumer_is_cut_off(1);
+fn slow_consumer_is_cut_off_when_sends_are_inline(over: Over) {
+    slow_consumer_is_cut_off(over, 1);
 }
 
-fn slow_consumer_is_cut_off(inline_send_min: usize) {
-    let server = TestServer::start_with(|c| {
+fn slow_consumer_is_cut_off(over: Over, inline_send_min: usize) {
+    let server = over.start_with(|c| {
         c.inline_send_min = inline_send_min;
         c.max_outbound_bytes = 256 * 1024;
         c.history_bytes = 64 * 1024; // a replay must fit in half the outbound bound
@@ -330,4 +336,54 @@ fn slow_consumer_is_cut_off(inline_send_min: usize) {
         .expect("the slow client got its error before the close");
     assert_eq!(last["code"], "SLOW_CONSUMER", "{last}");
     sender.ping("the sender is unharmed");
+}
+
+/// A reader that falls behind (its receive buffer pinned small) makes the server's writes short:
+/// the unsent rest must go out first, exactly as it was (over TLS, the tail of a sealed record,
+/// which sealed again would fail the client's MAC check), so every frame arrives intact and in
+/// order. The scrape proves the short writes happened, on this wire's series alone.
+fn short_writes_resend_the_rest(over: Over) {
+    short_writes_resend(over, DEFAULT_INLINE_SEND_MIN);
+}
+
+/// The same when every write is a nonblocking `sendmsg` first, short whenever the socket fills.
+fn short_writes_resend_the_rest_when_sends_are_inline(over: Over) {
+    short_writes_resend(over, 1);
+}
+
+fn short_writes_resend(over: Over, inline_send_min: usize) {
+    let server = over.start_with(|c| {
+        c.inline_send_min = inline_send_min;
+        c.rate_limit = 0;
+        c.max_outbound_bytes = 16 * 1024 * 1024;
+        c.metrics_port = Some(0);
+    });
+    let series = |tls| format!("uring_chat_short_writes_total{{tls=\"{tls}\"}}");
+    let other = match over {
+        Over::Tcp => Over::Tls,
+        Over::Tls => Over::Tcp,
+    };
+    let mut alice = server.login("alice");
+    let mut bob = server.login_with_small_receive_buffer("bob");
+    const MESSAGES: usize = 2000;
+    let texts: Vec<String> = (0..MESSAGES)
+        .map(|i| format!("{i:05}{}", "y".repeat(2000)))
+        .collect();
+    for text in &texts {
+        alice.send(&chat(text));
+    }
+    // Every broadcast has been read by the server; Bob has read none and his socket is full.
+    alice.ping("all sent");
+    for (i, text) in texts.iter().enumerate() {
+        let frame = bob.next_reply();
+        assert!(
+            frame["content"] == text.as_str() && frame["senderID"] == alice.user_id.as_str(),
+            "frame {i} is not alice's {i}th message intact: {:.100}",
+            frame.to_string()
+        );
+    }
+    bob.ping("nothing more");
+    let short = server.metric(&series(over.tls_label()));
+    assert!(short > 0.0, "no short write on {over:?} to prove anything");
+    assert_eq!(server.metric(&series(other.tls_label())), 0.0);
 }

@@ -301,7 +301,7 @@ fn faults_mid_frame_free_the_connection_state() {
     let mut reset = server.login("reset");
     reset.send_bytes(half_frame);
     let socket = reset.writer_clone();
-    socket2::SockRef::from(&socket)
+    socket2::SockRef::from(socket.socket())
         .set_linger(Some(Duration::ZERO))
         .unwrap();
     drop((reset, socket));

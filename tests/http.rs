@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use common::{chat, eventually, Client, TestServer, READ_TIMEOUT};
+use common::{chat, eventually, TestServer, READ_TIMEOUT};
 
 /// Sends `request` as is and returns everything the server wrote before it closed.
 fn exchange(addr: SocketAddr, request: &[u8]) -> String {
@@ -122,7 +122,7 @@ fn readiness_turns_off_while_the_server_drains() {
     let http = server.http.unwrap();
     // More than the kernel buffers for a socket nobody reads (its receive buffer pinned small, so
     // loopback autotuning cannot grow it to tens of MB): the flush cannot finish.
-    let _stuck = Client::login_with_small_receive_buffer(server.addr, "stuck");
+    let _stuck = server.login_with_small_receive_buffer("stuck");
     let mut sender = server.login("sender");
     let payload = "x".repeat(60_000);
     for _ in 0..150 {

@@ -16,7 +16,7 @@ use serde_json::json;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::protocol::frame::Frame;
 
-use common::tls::{closed, connect, https_get, Pki};
+use common::tls::{connect, https_get, Pki};
 use common::ws::{Retrying, WsClient};
 use common::{content_of, eventually, READ_TIMEOUT};
 
@@ -220,7 +220,7 @@ fn plain_http_to_the_https_port_gets_an_alert_and_a_close() {
     let got = read_to_close(&mut stream);
     assert_eq!(got.first(), Some(&0x15), "a TLS alert record: {got:?}");
     eventually("the close is counted", || {
-        closed(http, &pki.ca, "tls_plaintext") == 1.0
+        server.metric("uring_chat_connections_closed_total{reason=\"tls_plaintext\"}") == 1.0
     });
 }
 
@@ -241,7 +241,7 @@ fn an_untrusting_client_fails_and_is_counted() {
         "{error}"
     );
     eventually("the failure is counted", || {
-        closed(http, &pki.ca, "tls_failed") == 1.0
+        server.metric("uring_chat_connections_closed_total{reason=\"tls_failed\"}") == 1.0
     });
 }
 
@@ -267,7 +267,8 @@ fn a_stalled_handshake_on_the_http_port_is_closed_at_the_login_timeout() {
     let waited = started.elapsed();
     assert!(waited < Duration::from_secs(10), "closed after {waited:?}");
     eventually("the timeouts are counted", || {
-        closed(http, &pki.ca, "tls_handshake_timeout") == 20.0
+        server.metric("uring_chat_connections_closed_total{reason=\"tls_handshake_timeout\"}")
+            == 20.0
     });
 }
 

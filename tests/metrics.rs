@@ -256,7 +256,7 @@ fn refusals_and_slow_consumers_are_counted_by_reason() {
         c.history_bytes = 16 * 1024;
     });
     let http = server.http.unwrap();
-    let first = Client::login_with_small_receive_buffer(server.addr, "first");
+    let first = server.login_with_small_receive_buffer("first");
     let second = server.login("second");
     let mut refused = server.connect();
     refused.expect_error("SERVER_FULL");
@@ -269,6 +269,7 @@ fn refusals_and_slow_consumers_are_counted_by_reason() {
     );
     let mut stream = first.writer_clone();
     stream
+        .socket()
         .set_write_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     eventually("cut off as a slow consumer", || {

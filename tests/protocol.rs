@@ -1,14 +1,24 @@
 //! Protocol v1 over real sockets: replies byte for byte, framing, and errors that keep the connection.
+//! Every test runs twice: over plain TCP (`tcp::`) and through TLS clients (`tls::`).
 
 mod common;
 
-use common::{content_of, Client, TestServer};
+use common::{content_of, Client, Over};
 use serde_json::json;
 
+over_tcp_and_tls!(
+    login_reply_lists_users_and_names_the_core,
+    users_pages_in_login_order,
+    login_errors_and_pong_are_exact,
+    bad_input_gets_errors_and_the_connection_survives,
+    back_to_back_objects_crlf_and_split_writes,
+    sender_id_is_set_by_the_server,
+    disconnect_replies_then_closes,
+);
+
 /// connect_response carries the userID, the capped user list, the count and the core.
-#[test]
-fn login_reply_lists_users_and_names_the_core() {
-    let server = TestServer::start_with(|c| c.user_list_limit = 3);
+fn login_reply_lists_users_and_names_the_core(over: Over) {
+    let server = over.start_with(|c| c.user_list_limit = 3);
     let first = server.login("ann");
     let _others: Vec<Client> = ["ben", "cat", "dan"]
         .iter()
@@ -29,9 +39,8 @@ fn login_reply_lists_users_and_names_the_core() {
 }
 
 /// `users` pages through the list in login order; a bad offset is INVALID_MESSAGE.
-#[test]
-fn users_pages_in_login_order() {
-    let server = TestServer::start_with(|c| c.user_list_limit = 2);
+fn users_pages_in_login_order(over: Over) {
+    let server = over.start_with(|c| c.user_list_limit = 2);
     let mut clients: Vec<Client> = ["u0", "u1", "u2"].iter().map(|n| server.login(n)).collect();
     let me = &mut clients[0];
     me.send(r#"{"type":"users","content":"2"}"#);
@@ -46,9 +55,8 @@ fn users_pages_in_login_order() {
 }
 
 /// Usernames: rules, uniqueness, a second connect, and the exact bytes of a pong.
-#[test]
-fn login_errors_and_pong_are_exact() {
-    let server = TestServer::start();
+fn login_errors_and_pong_are_exact(over: Over) {
+    let server = over.start();
     let mut alice = server.login("alice");
     let mut other = server.connect();
     for bad in [
@@ -75,9 +83,8 @@ fn login_errors_and_pong_are_exact() {
 }
 
 /// Bad JSON, wrong types, invalid UTF-8 and unknown types get an error; the connection keeps working.
-#[test]
-fn bad_input_gets_errors_and_the_connection_survives() {
-    let server = TestServer::start();
+fn bad_input_gets_errors_and_the_connection_survives(over: Over) {
+    let server = over.start();
     let mut client = server.connect();
     let cases: [(&[u8], &str); 9] = [
         (b"not json\n", "INVALID_MESSAGE"),
@@ -105,9 +112,8 @@ fn bad_input_gets_errors_and_the_connection_survives() {
 }
 
 /// Objects back to back with no separator, CRLF endings, and frames split at awkward points.
-#[test]
-fn back_to_back_objects_crlf_and_split_writes() {
-    let server = TestServer::start();
+fn back_to_back_objects_crlf_and_split_writes(over: Over) {
+    let server = over.start();
     let mut client = server.connect();
     let stream = b"{\"type\":\"connect\",\"content\":\"old-go-client\"}{\"type\":\"ping\",\"content\":\"a\"}\r\n  {\"type\":\"ping\",\"content\":\"b}{\"}{\"type\":\"ping\",\"content\":\"c\"}";
     for piece in stream.chunks(7) {
@@ -125,9 +131,8 @@ fn back_to_back_objects_crlf_and_split_writes() {
 }
 
 /// A client cannot spoof senderID: the server writes the real one, with the username.
-#[test]
-fn sender_id_is_set_by_the_server() {
-    let server = TestServer::start();
+fn sender_id_is_set_by_the_server(over: Over) {
+    let server = over.start();
     let mut alice = server.login("alice");
     let mut bob = server.login("bob");
     alice.send(r#"{"type":"chat","senderID":"someone-else","content":"it's me"}"#);
@@ -140,9 +145,8 @@ fn sender_id_is_set_by_the_server() {
 }
 
 /// `disconnect` gets disconnect_response, then the server closes; before login too.
-#[test]
-fn disconnect_replies_then_closes() {
-    let server = TestServer::start();
+fn disconnect_replies_then_closes(over: Over) {
+    let server = over.start();
     let mut alice = server.login("alice");
     alice.send(r#"{"type":"disconnect"}"#);
     let reply = alice.next_reply();

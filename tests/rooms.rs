@@ -1,19 +1,32 @@
 //! Rooms (protocol v1.1) over real sockets, with members on both cores: one order per room, exactly
 //! once, isolation, recovery after a reconnect, the bounds on history, and the room requests' replies.
+//! Every test runs twice: over plain TCP (`tcp::`) and through TLS clients (`tls::`).
 
 mod common;
 
 use std::collections::HashMap;
 
-use common::{content_of, Client, TestServer};
+use common::{content_of, Client, Over, TestServer};
 use serde_json::{json, Value};
 use uring_chat::chat::rooms::owner_core;
 use uring_chat::config::Config;
 
 const CORES: usize = 2;
 
-fn start(adjust: impl FnOnce(&mut Config)) -> TestServer {
-    TestServer::start_with(|c| {
+over_tcp_and_tls!(
+    members_on_both_cores_get_every_message_once_in_one_order,
+    rooms_are_isolated_and_the_lobby_is_unchanged,
+    a_reconnecting_member_recovers_without_gap_or_duplicate,
+    a_since_older_than_history_gets_what_is_held,
+    history_is_capped_per_room_and_per_core,
+    an_empty_room_keeps_history_until_its_idle_time_passes,
+    room_requests_answer_and_errors_keep_the_connection,
+    a_disconnect_leaves_every_room_and_members_are_told,
+    join_then_leave_at_once_answers_both_in_order,
+);
+
+fn start(over: Over, adjust: impl FnOnce(&mut Config)) -> TestServer {
+    over.start_with(|c| {
         c.rate_limit = 0;
         adjust(c);
     })
@@ -30,9 +43,8 @@ fn message(frame: &Value) -> (u64, String, String) {
 
 /// Every member, on either core, gets every message once, in one order with seq rising by one,
 /// its own messages included; each sender's messages keep their order.
-#[test]
-fn members_on_both_cores_get_every_message_once_in_one_order() {
-    let server = start(|_| {});
+fn members_on_both_cores_get_every_message_once_in_one_order(over: Over) {
+    let server = start(over, |_| {});
     let mut members = server.login_on_every_core("member", CORES, 3);
     for member in &mut members {
         let joined = member.join("rust", None);
@@ -78,9 +90,8 @@ fn members_on_both_cores_get_every_message_once_in_one_order() {
 
 /// Non-members get neither a room's messages nor its presence; lobby chat still reaches everyone
 /// but the sender, in rooms or not.
-#[test]
-fn rooms_are_isolated_and_the_lobby_is_unchanged() {
-    let server = start(|_| {});
+fn rooms_are_isolated_and_the_lobby_is_unchanged(over: Over) {
+    let server = start(over, |_| {});
     let (mut inside, mut outside) = (Vec::new(), Vec::new());
     for client in server.login_on_every_core("iso", CORES, 2) {
         // One member and one non-member on each core first; the rest stay outside.
@@ -123,9 +134,8 @@ fn rooms_are_isolated_and_the_lobby_is_unchanged() {
 
 /// A member that drops, logs in again and joins with `since` gets exactly what it missed, then the
 /// live messages, while another member keeps posting.
-#[test]
-fn a_reconnecting_member_recovers_without_gap_or_duplicate() {
-    let server = start(|c| c.history_messages = 1000);
+fn a_reconnecting_member_recovers_without_gap_or_duplicate(over: Over) {
+    let server = start(over, |c| c.history_messages = 1000);
     let mut clients = server.login_on_every_core("rec", CORES, 1);
     let mut watcher = clients.pop().unwrap();
     let mut poster = clients.pop().unwrap();
@@ -169,9 +179,8 @@ fn a_reconnecting_member_recovers_without_gap_or_duplicate() {
 }
 
 /// A `since` older than history holds: `recovered` is false and the member gets what is held.
-#[test]
-fn a_since_older_than_history_gets_what_is_held() {
-    let server = start(|c| c.history_messages = 10);
+fn a_since_older_than_history_gets_what_is_held(over: Over) {
+    let server = start(over, |c| c.history_messages = 10);
     let mut poster = server.login("old-poster");
     poster.join("old", None);
     for n in 1..=30 {
@@ -196,8 +205,7 @@ fn a_since_older_than_history_gets_what_is_held() {
 }
 
 /// Per-room byte cap, and the core-wide budget that evicts the oldest messages of any room.
-#[test]
-fn history_is_capped_per_room_and_per_core() {
+fn history_is_capped_per_room_and_per_core(over: Over) {
     // Two rooms with the same owner core, so they share one budget.
     let names: Vec<String> = (0..50).map(|i| format!("budget-{i}")).collect();
     let owner = owner_core(&names[0], CORES);
@@ -209,7 +217,7 @@ fn history_is_capped_per_room_and_per_core() {
             .unwrap()
             .clone(),
     );
-    let server = start(|c| {
+    let server = start(over, |c| {
         c.history_bytes = 1000;
         c.history_total_bytes = 2 * 1200; // 1200 bytes per core
     });
@@ -262,9 +270,10 @@ fn joined_replay_len(client: &mut Client) -> usize {
 }
 
 /// An empty room keeps its history for --room-idle-ttl, then is dropped: a new epoch, seq 0.
-#[test]
-fn an_empty_room_keeps_history_until_its_idle_time_passes() {
-    let server = start(|c| c.room_idle_ttl = std::time::Duration::from_millis(300));
+fn an_empty_room_keeps_history_until_its_idle_time_passes(over: Over) {
+    let server = start(over, |c| {
+        c.room_idle_ttl = std::time::Duration::from_millis(300)
+    });
     let mut member = server.login("idle");
     let first = member.join("idle-room", None);
     for n in 0..3 {
@@ -297,9 +306,8 @@ fn an_empty_room_keeps_history_until_its_idle_time_passes() {
 }
 
 /// The replies of v1.1 requests, and their errors, none of which closes the connection.
-#[test]
-fn room_requests_answer_and_errors_keep_the_connection() {
-    let server = start(|c| {
+fn room_requests_answer_and_errors_keep_the_connection(over: Over) {
+    let server = start(over, |c| {
         c.max_rooms_per_user = 2;
         c.max_rooms = 3;
     });
@@ -386,9 +394,10 @@ fn room_requests_answer_and_errors_keep_the_connection() {
 }
 
 /// A closed socket leaves every room: the others see the count drop and a room presence frame.
-#[test]
-fn a_disconnect_leaves_every_room_and_members_are_told() {
-    let server = start(|c| c.presence_interval = std::time::Duration::from_millis(20));
+fn a_disconnect_leaves_every_room_and_members_are_told(over: Over) {
+    let server = start(over, |c| {
+        c.presence_interval = std::time::Duration::from_millis(20)
+    });
     let mut clients = server.login_on_every_core("gone", CORES, 1);
     let mut stays = clients.pop().unwrap();
     let mut leaves = clients.pop().unwrap();
@@ -412,9 +421,8 @@ fn a_disconnect_leaves_every_room_and_members_are_told() {
 
 /// A join and a leave sent back to back are both answered, in that order, also when the room's
 /// owner is the other core; the leave wins.
-#[test]
-fn join_then_leave_at_once_answers_both_in_order() {
-    let server = start(|_| {});
+fn join_then_leave_at_once_answers_both_in_order(over: Over) {
+    let server = start(over, |_| {});
     let mut client = server.login("quick");
     let rooms: Vec<String> = (0..200)
         .map(|i| format!("quick-{i}"))

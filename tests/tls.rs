@@ -4,73 +4,24 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, StreamOwned};
-use serde_json::{json, Value};
+use rustls::pki_types::CertificateDer;
 use uring_chat::config::{Config, TlsFiles};
 use uring_chat::server::Server;
 
-use common::tls::{client_config, closed, Pki};
-use common::{chat, content_of, eventually, READ_TIMEOUT};
+use common::tls::{client_config, Pki};
+use common::{chat, eventually, Client, TestServer, READ_TIMEOUT};
 
-/// A line client over rustls (blocking).
-struct TlsClient {
-    stream: BufReader<StreamOwned<ClientConnection, TcpStream>>,
-    user_id: String,
-}
-
-impl TlsClient {
-    fn connect(addr: SocketAddr, config: Arc<ClientConfig>) -> TlsClient {
-        let tcp = TcpStream::connect(addr).unwrap();
-        tcp.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-        let name = ServerName::try_from("localhost").unwrap();
-        let conn = ClientConnection::new(config, name).unwrap();
-        TlsClient {
-            stream: BufReader::new(StreamOwned::new(conn, tcp)),
-            user_id: String::new(),
-        }
-    }
-
-    fn login(addr: SocketAddr, config: Arc<ClientConfig>, name: &str) -> TlsClient {
-        let mut client = TlsClient::connect(addr, config);
-        client.send(&json!({"type": "connect", "content": name}).to_string());
-        let reply = client.next_reply();
-        assert_eq!(
-            reply["type"], "connect_response",
-            "login of {name}: {reply}"
-        );
-        client.user_id = content_of(&reply)["userID"].as_str().unwrap().into();
-        client
-    }
-
-    fn send(&mut self, line: &str) {
-        let stream = self.stream.get_mut();
-        stream.write_all(format!("{line}\n").as_bytes()).unwrap();
-        stream.flush().unwrap();
-    }
-
-    fn next_line(&mut self) -> String {
-        let mut line = String::new();
-        let n = self.stream.read_line(&mut line).expect("read a frame");
-        assert!(n > 0, "the server closed the connection");
-        line
-    }
-
-    fn next_reply(&mut self) -> Value {
-        loop {
-            let frame: Value = serde_json::from_str(&self.next_line()).unwrap();
-            if frame["type"] != "presence" {
-                return frame;
-            }
-        }
-    }
+/// `uring_chat_connections_closed_total{reason}` from a scrape.
+fn closed(server: &TestServer, reason: &str) -> f64 {
+    server.metric(&format!(
+        "uring_chat_connections_closed_total{{reason=\"{reason}\"}}"
+    ))
 }
 
 /// Reads until EOF (or a reset); everything that came.
@@ -93,26 +44,10 @@ fn tls_clients_log_in_and_chat() {
     let _gate = common::shared();
     let pki = Pki::new("chat");
     let server = pki.server(|_| {});
-    let config = client_config(std::slice::from_ref(&pki.ca));
-    let mut alice = TlsClient::login(server.addr, config.clone(), "alice");
-    let mut bob = TlsClient::login(server.addr, config, "bob");
-
-    // A broadcast, byte for byte as over plain TCP (protocol.rs's sender_id case).
-    alice.send(r#"{"type":"chat","senderID":"someone-else","content":"it's me"}"#);
-    let expected = format!(
-        "{{\"type\":\"chat\",\"senderID\":\"{}\",\"recipientID\":\"\",\"content\":\"it's me\",\"username\":\"alice\"}}\n",
-        alice.user_id
-    );
-    loop {
-        let line = bob.next_line();
-        if !line.starts_with("{\"type\":\"presence\"") {
-            assert_eq!(line, expected);
-            break;
-        }
-    }
-    // Replies and a run of broadcasts, more than one record's worth.
-    bob.send(r#"{"type":"ping","content":"t1"}"#);
-    assert_eq!(bob.next_reply()["type"], "pong");
+    let mut alice = server.login("alice");
+    let mut bob = server.login("bob");
+    // A run of broadcasts, more than one record's worth (tests/protocol.rs, rooms.rs and
+    // delivery.rs run whole over TLS too).
     let text = "x".repeat(900);
     for _ in 0..40 {
         alice.send(&chat(&text));
@@ -121,15 +56,10 @@ fn tls_clients_log_in_and_chat() {
         let frame = bob.next_reply();
         assert_eq!(frame["content"], text.as_str(), "{frame}");
     }
-    // disconnect: the reply, then close_notify and EOF.
+    // disconnect: the reply, then close_notify (expect_closed refuses a close without it).
     bob.send(r#"{"type":"disconnect"}"#);
     assert_eq!(bob.next_reply()["type"], "disconnect_response");
-    let mut rest = String::new();
-    assert_eq!(
-        bob.stream.read_to_string(&mut rest).unwrap(),
-        0,
-        "a clean TLS close"
-    );
+    assert!(bob.expect_closed().is_empty());
 }
 
 #[test]
@@ -143,9 +73,8 @@ fn plain_text_to_the_tls_port_gets_an_alert_and_a_close() {
         .unwrap();
     let got = read_to_close(&mut stream);
     assert_eq!(got.first(), Some(&0x15), "a TLS alert record: {got:?}");
-    let http = server.http.unwrap();
     eventually("the close is counted", || {
-        closed(http, &pki.ca, "tls_plaintext") == 1.0
+        closed(&server, "tls_plaintext") == 1.0
     });
 }
 
@@ -154,14 +83,13 @@ fn a_client_that_does_not_trust_the_certificate_fails_and_is_counted() {
     let _gate = common::shared();
     let pki = Pki::new("untrusted");
     let server = pki.server(|_| {});
-    let mut client = TlsClient::connect(server.addr, client_config(&[]));
-    let stream = client.stream.get_mut();
-    let written = (stream.write_all(b"{\"type\":\"ping\"}\n")).and_then(|()| stream.flush());
-    let error = written.unwrap_err();
+    let socket = TcpStream::connect(server.addr).unwrap();
+    let error = Client::over(socket, Some(client_config(&[])))
+        .err()
+        .unwrap();
     assert!(error.to_string().contains("UnknownIssuer"), "{error}");
-    let http = server.http.unwrap();
     eventually("the failure is counted", || {
-        closed(http, &pki.ca, "tls_failed") == 1.0
+        closed(&server, "tls_failed") == 1.0
     });
 }
 
@@ -179,16 +107,14 @@ fn a_stalled_handshake_is_closed_at_the_login_timeout() {
         })
         .collect();
     // A real client still logs in meanwhile.
-    let config = client_config(std::slice::from_ref(&pki.ca));
-    TlsClient::login(server.addr, config, "patient");
+    server.login("patient");
     for stream in &mut stalled {
         assert!(read_to_close(stream).is_empty(), "closed with nothing sent");
     }
     let waited = started.elapsed();
     assert!(waited < Duration::from_secs(5), "closed after {waited:?}");
-    let http = server.http.unwrap();
     eventually("the timeouts are counted", || {
-        closed(http, &pki.ca, "tls_handshake_timeout") == 50.0
+        closed(&server, "tls_handshake_timeout") == 50.0
     });
 }
 
@@ -301,48 +227,11 @@ fn a_bad_certificate_file_stops_the_start() {
     assert!(format!("{error:?}").contains("--tls-key"), "{error:?}");
 }
 
-/// A reader that falls behind makes the writer's sends short: the unsent rest of a record must go
-/// out exactly as it was sealed, so every frame arrives intact and in order.
-#[test]
-fn short_writes_resend_the_sealed_rest() {
-    let _gate = common::shared();
-    let pki = Pki::new("short");
-    let server = pki.server(|c| {
-        c.rate_limit = 0;
-        c.max_outbound_bytes = 16 * 1024 * 1024;
-    });
-    let config = client_config(std::slice::from_ref(&pki.ca));
-    let mut alice = TlsClient::login(server.addr, config.clone(), "alice");
-    let mut bob = TlsClient::login(server.addr, config, "bob");
-    let count = 2000;
-    for i in 0..count {
-        alice.send(&chat(&format!("{i:05}{}", "y".repeat(2000))));
-    }
-    // Bob has not read: his socket is full and the server's sends were short.
-    std::thread::sleep(Duration::from_millis(300));
-    for i in 0..count {
-        let frame = bob.next_reply();
-        let content = frame["content"].as_str().unwrap_or_default();
-        assert!(
-            content.starts_with(&format!("{i:05}")),
-            "frame {i}: {frame}"
-        );
-    }
-}
-
 /// Whether a new client trusting only `ca` completes a handshake and logs in.
-fn trusted_by(addr: SocketAddr, ca: &CertificateDer<'static>, name: &str) -> bool {
-    let mut client = TlsClient::connect(addr, client_config(std::slice::from_ref(ca)));
-    let login = json!({"type": "connect", "content": name}).to_string() + "\n";
-    let stream = client.stream.get_mut();
-    if (stream.write_all(login.as_bytes()))
-        .and_then(|()| stream.flush())
-        .is_err()
-    {
-        return false;
-    }
-    let mut line = String::new();
-    client.stream.read_line(&mut line).is_ok_and(|n| n > 0)
+fn trusted_by(server: &TestServer, ca: &CertificateDer<'static>, name: &str) -> bool {
+    let socket = TcpStream::connect(server.addr).unwrap();
+    let config = client_config(std::slice::from_ref(ca));
+    Client::over(socket, Some(config)).is_ok_and(|mut client| client.try_login(name))
 }
 
 /// A reload (SIGHUP) while messages flow: connections open before it keep chatting on the old
@@ -353,11 +242,10 @@ fn a_certificate_reload_under_load_drops_nobody() {
     let old = Pki::new("reload-old");
     let new = Pki::new("reload-new");
     let server = old.server(|c| c.rate_limit = 0);
-    let config = client_config(std::slice::from_ref(&old.ca));
     const MESSAGES: usize = 300;
-    let mut sender = TlsClient::login(server.addr, config.clone(), "sender");
+    let mut sender = server.login("sender");
     let receivers: Vec<_> = (0..8)
-        .map(|i| TlsClient::login(server.addr, config.clone(), &format!("r{i}")))
+        .map(|i| server.login(&format!("r{i}")))
         .map(|mut client| {
             std::thread::spawn(move || {
                 for seq in 0..MESSAGES {
@@ -382,11 +270,11 @@ fn a_certificate_reload_under_load_drops_nobody() {
     }
     server.reload_tls().expect("the new pair loads");
     assert!(
-        trusted_by(server.addr, &new.ca, "after-reload"),
+        trusted_by(&server, &new.ca, "after-reload"),
         "new connections get the new certificate"
     );
     assert!(
-        !trusted_by(server.addr, &old.ca, "old-trust"),
+        !trusted_by(&server, &old.ca, "old-trust"),
         "and no longer the old one"
     );
 
@@ -394,16 +282,52 @@ fn a_certificate_reload_under_load_drops_nobody() {
     let error = server.reload_tls().unwrap_err();
     assert!(error.contains("server.pem"), "{error}");
     assert!(
-        trusted_by(server.addr, &new.ca, "after-bad-file"),
+        trusted_by(&server, &new.ca, "after-bad-file"),
         "a bad file keeps the last good pair"
     );
 
     let mut sender = sending.join().unwrap();
     for receiver in receivers {
         let mut client = receiver.join().expect("every receiver got every message");
-        client.send(r#"{"type":"ping","content":"still here"}"#);
-        assert_eq!(client.next_reply()["content"], "still here");
+        client.ping("still here");
     }
-    sender.send(r#"{"type":"ping","content":"sender too"}"#);
-    assert_eq!(sender.next_reply()["content"], "sender too");
+    sender.ping("sender too");
+}
+
+/// A client that vanishes (a reset) while the rest of a sealed record waits for room in its
+/// socket: the failed write drops that rest with everything else owed to it, and the core, sending
+/// inline where a retry would never yield, goes on serving. (A kept rest was once retried forever,
+/// each retry failing the same way, and the core spun.)
+#[test]
+fn a_client_that_vanishes_mid_record_is_let_go() {
+    let _gate = common::shared();
+    let pki = Pki::new("vanish");
+    let server = pki.server(|c| {
+        c.rate_limit = 0;
+        c.inline_send_min = 1;
+        c.max_outbound_bytes = 16 * 1024 * 1024;
+        c.metrics_port = Some(0);
+    });
+    let mut sender = server.login("sender");
+    let victim = server.login_with_small_receive_buffer("victim");
+    let text = "z".repeat(2000);
+    eventually("a write to the victim comes up short", || {
+        for _ in 0..100 {
+            sender.send(&chat(&text));
+        }
+        server.metric("uring_chat_short_writes_total{tls=\"true\"}") > 0.0
+    });
+    let socket = victim.writer_clone();
+    socket2::SockRef::from(socket.socket())
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop((victim, socket));
+    sender.send(&chat("after the reset"));
+    eventually("nothing is owed to anyone", || {
+        server.metric("uring_chat_outbound_queued_bytes") == 0.0
+    });
+    sender.ping("still served");
+    for mut client in server.login_on_every_core("after", 2, 1) {
+        client.ping("every core serves");
+    }
 }

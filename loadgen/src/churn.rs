@@ -19,6 +19,8 @@ use crate::options::{Protocol, Transport};
 use crate::redis;
 use crate::report::ChurnReport;
 use crate::stamp::{LineBuffer, MAX_FRAME};
+use crate::stream::Stream;
+use crate::tls::TlsClient;
 use crate::token;
 use crate::ws;
 use std::net::SocketAddr;
@@ -26,13 +28,14 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 /// What the churn thread needs.
 pub struct ChurnConfig {
-    pub target: SocketAddr,
+    /// The target, or with `--hosts` every node: churning client `i` uses `targets[i % n]`.
+    pub targets: Vec<SocketAddr>,
+    /// `--tls`: every login is a new connection with a full handshake.
+    pub tls: Option<Arc<TlsClient>>,
     pub protocol: Protocol,
     pub transport: Transport,
     /// Cycles per second over all churning clients.
@@ -186,9 +189,10 @@ async fn client(cfg: Rc<ChurnConfig>, i: usize, churn: Rc<Notify>, counts: Arc<C
             },
         };
         let dial = Dial {
-            target: cfg.target,
+            target: cfg.targets[i % cfg.targets.len()],
             source: None,
             transport: cfg.transport,
+            tls: cfg.tls.clone(),
         };
         let est = match connect::connect(dial, &login, &cfg.join, cfg.timeout).await {
             Ok(e) => e,
@@ -216,7 +220,7 @@ async fn client(cfg: Rc<ChurnConfig>, i: usize, churn: Rc<Notify>, counts: Arc<C
 /// Reads (and drops) what a logged-in uring-chat client is sent until it is told to churn, then
 /// logs out and waits for the server to close. `leftover` is what came with the login reply.
 async fn chat_session(
-    mut s: TcpStream,
+    mut s: Stream,
     leftover: Vec<u8>,
     transport: Transport,
     churn: &Notify,
@@ -255,7 +259,7 @@ async fn chat_session(
 /// Drops what one read of a churning client brought; `false` once the connection is over. Over
 /// WebSocket the frames are parsed: pings get their pong, the server's close gets a close back.
 async fn swallow(
-    s: &mut TcpStream,
+    s: &mut Stream,
     buf: &mut LineBuffer,
     transport: Transport,
     read: std::io::Result<usize>,
@@ -284,7 +288,7 @@ async fn swallow(
 
 /// A Redis churning client never reconnects: each cycle is UNSUBSCRIBE + SUBSCRIBE on this
 /// connection, complete when the `subscribe` confirmation arrives.
-async fn redis_session(mut s: TcpStream, channel: &str, churn: &Notify, counts: &ChurnCounts) {
+async fn redis_session(mut s: Stream, channel: &str, churn: &Notify, counts: &ChurnCounts) {
     let mut cycle = redis::unsubscribe(channel);
     cycle.extend_from_slice(&redis::subscribe(channel));
     let mut buf = LineBuffer::new(16 * 1024, 4 << 20);
@@ -316,6 +320,8 @@ async fn redis_session(mut s: TcpStream, channel: &str, churn: &Notify, counts: 
 /// With `--churn`, logs the churning clients in (cycling starts with `Churn::start`).
 pub(crate) fn start_for(
     o: &crate::Options,
+    targets: &[SocketAddr],
+    tls: Option<Arc<TlsClient>>,
     run_id: &str,
     progress: &mut crate::progress::Progress,
 ) -> Result<Option<Churn>, crate::Error> {
@@ -330,7 +336,8 @@ pub(crate) fn start_for(
         o.churn
     ));
     let churn = spawn(ChurnConfig {
-        target: SocketAddr::new(o.host.into(), o.port),
+        targets: targets.to_vec(),
+        tls,
         protocol: o.protocol,
         transport: o.transport,
         auth_jwt_secret: o.auth_jwt_secret.clone(),

@@ -1,5 +1,6 @@
-//! Phase 1: one client's TCP connect, WebSocket upgrade with `--transport ws`, and login
-//! (uring-chat `connect`, then `join` with `--rooms`; or Redis `SUBSCRIBE`).
+//! Phase 1: one client's TCP connect, TLS handshake with `--tls`, WebSocket upgrade with
+//! `--transport ws`, and login (uring-chat `connect`, then `join` with `--rooms`; or Redis
+//! `SUBSCRIBE`).
 //!
 //! Login replies are parsed with serde_json: it happens once per client, unlike deliveries.
 
@@ -9,17 +10,17 @@ use crate::options::Transport;
 use crate::redis;
 use crate::room_wire::{join_line, push_join, JoinLine};
 use crate::stamp::{LineBuffer, MAX_FRAME};
+use crate::stream::{Stream, WriteHalf};
+use crate::tls::TlsClient;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 
 /// A connection's write half, shared by its receive task (pongs) and the sender thread.
-pub type Writer = Arc<tokio::sync::Mutex<OwnedWriteHalf>>;
+pub type Writer = Arc<tokio::sync::Mutex<WriteHalf>>;
 
 /// How a connection logs in.
 #[derive(Clone, Debug)]
@@ -35,7 +36,7 @@ pub enum Login {
 
 /// A logged-in connection.
 pub struct Established {
-    pub stream: TcpStream,
+    pub stream: Stream,
     /// Bytes read after the login reply (e.g. a first presence frame; with WebSocket, raw frame
     /// bytes), to be processed as deliveries.
     pub leftover: Vec<u8>,
@@ -64,12 +65,14 @@ impl From<io::Error> for ConnectError {
 }
 
 /// Where and how a client connects.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Dial {
     pub target: SocketAddr,
     /// Bind to this loopback address first (`--source-ips`).
     pub source: Option<Ipv4Addr>,
     pub transport: Transport,
+    /// `--tls`: the handshake follows the TCP connect.
+    pub tls: Option<Arc<TlsClient>>,
 }
 
 /// Connects, upgrades to WebSocket if `dial` says so, and logs in, then (uring-chat) joins the
@@ -110,8 +113,12 @@ async fn connect_inner(
         }
         socket.bind(SocketAddr::V4(SocketAddrV4::new(ip, 0)))?;
     }
-    let mut stream = socket.connect(dial.target).await?;
-    stream.set_nodelay(true)?;
+    let tcp = socket.connect(dial.target).await?;
+    tcp.set_nodelay(true)?;
+    let mut stream = match &dial.tls {
+        None => Stream::Plain(tcp),
+        Some(tls) => Stream::Tls(tls.handshake(tcp, dial.target.ip()).await?),
+    };
     let leftover = match dial.transport {
         Transport::Tcp => Vec::new(),
         Transport::Ws => crate::ws_upgrade::upgrade(&mut stream, dial.target).await?,
@@ -195,7 +202,7 @@ async fn join_rooms(
 /// Reads protocol frames (lines, or WebSocket text messages) into `buf` until `f` decides on one;
 /// the bytes after that frame stay in `buf`. `what` names the reply in errors.
 async fn read_until<T>(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut LineBuffer,
     transport: Transport,
     what: &str,
@@ -238,7 +245,7 @@ fn json_str(s: &str) -> String {
 
 /// Reads until the login's answer; bytes after it become `leftover` (a first presence frame...).
 async fn chat_login_reply(
-    mut stream: TcpStream,
+    mut stream: Stream,
     transport: Transport,
     leftover: Vec<u8>,
 ) -> Result<Established, ConnectError> {
@@ -287,7 +294,7 @@ fn login_line(line: &[u8]) -> Option<Result<String, ConnectError>> {
 
 /// Waits for one `subscribe` confirmation per channel.
 async fn redis_login_reply(
-    mut stream: TcpStream,
+    mut stream: Stream,
     channels: &[String],
 ) -> Result<Established, ConnectError> {
     let mut buf = LineBuffer::new(1024, 1 << 20);

@@ -6,6 +6,7 @@
 //! See docs/LOADGEN.md for the flags, the phases and the report's fields.
 
 pub mod churn;
+mod clients;
 pub mod clock;
 pub mod connect;
 pub mod framing;
@@ -24,7 +25,9 @@ pub mod rooms;
 mod run;
 pub mod stamp;
 pub mod stats;
+pub mod stream;
 mod summary;
+pub mod tls;
 pub mod token;
 pub mod worker;
 pub mod ws;

@@ -72,6 +72,22 @@ pub fn check_ports(connections: u64, sources: usize) -> Result<(), Error> {
     Ok(())
 }
 
+/// The most of `connections`, spread round robin over `targets` (an address may repeat), that
+/// go to one destination: what its ephemeral ports must cover.
+pub fn most_to_one(connections: u64, targets: &[std::net::SocketAddr]) -> u64 {
+    let n = targets.len().max(1) as u64;
+    (0..n)
+        .map(|i| {
+            let share = |j: u64| connections / n + u64::from(j < connections % n);
+            (0..n)
+                .filter(|&j| targets[j as usize] == targets[i as usize])
+                .map(share)
+                .sum::<u64>()
+        })
+        .max()
+        .unwrap_or(connections)
+}
+
 /// Names the machine limit behind a socket error, if it is one: such an error aborts the run.
 pub fn limit_error(e: &io::Error) -> Option<String> {
     match e.raw_os_error()? {

@@ -3,7 +3,7 @@
 
 use crate::Error;
 use clap::{Parser, Subcommand, ValueEnum};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -107,6 +107,22 @@ pub struct Options {
         default_value_if("transport", "ws", "8081")
     )]
     pub port: u16,
+    /// Several targets instead of --host/--port, e.g. the nodes of a cluster:
+    /// `127.0.0.1:8080,127.0.0.1:8082`. Client i connects to entry i mod n; delivery and loss are
+    /// checked over all clients, whatever node they are on.
+    #[arg(long, value_parser = parse_hosts, conflicts_with_all = ["host", "port"])]
+    pub hosts: Option<Hosts>,
+    /// TLS to the target (uring-chat's `--tls-cert`/`--tls-key`): every client does a full
+    /// handshake as part of its login. With `--transport ws`, WebSocket over TLS (wss).
+    #[arg(long, requires = "tls_ca")]
+    pub tls: bool,
+    /// With --tls: PEM file of the CA certificate(s) to trust.
+    #[arg(long, requires = "tls")]
+    pub tls_ca: Option<PathBuf>,
+    /// With --tls: the name the server's certificate must carry (and SNI). Default: the target's
+    /// IP address, checked against the certificate's IP addresses.
+    #[arg(long, requires = "tls")]
+    pub tls_server_name: Option<String>,
     /// Number of client connections (all log in; senders are among them).
     #[arg(long, short = 'c', default_value_t = 1000)]
     pub clients: usize,
@@ -231,8 +247,11 @@ impl Options {
     pub(crate) fn validate(&self) -> Result<(), Error> {
         let o = self;
         let bad = |m: &str| Err(Error::Config(m.to_string()));
-        if !o.host.is_loopback() {
+        if !o.targets().iter().all(|t| t.ip().is_loopback()) {
             return bad("only loopback targets (127.0.0.0/8) may be loaded from this tool");
+        }
+        if o.tls && o.protocol != Protocol::UringChat {
+            return bad("--tls is for uring-chat's TLS port: not with --protocol redis");
         }
         if o.clients == 0 || o.senders == 0 || o.threads == 0 {
             return bad("--clients, --senders and --threads must be at least 1");
@@ -287,6 +306,14 @@ impl Options {
         Ok(())
     }
 
+    /// Where clients connect: the `--hosts` entries, or `--host`:`--port`.
+    pub fn targets(&self) -> Vec<SocketAddr> {
+        match &self.hosts {
+            Some(h) => h.0.iter().map(|&a| SocketAddr::V4(a)).collect(),
+            None => vec![SocketAddr::new(self.host.into(), self.port)],
+        }
+    }
+
     /// How many clients are slow: the last `--slow-clients` percent.
     pub fn slow_count(&self) -> usize {
         ((self.clients as f64) * self.slow_clients / 100.0).round() as usize
@@ -302,6 +329,28 @@ fn default_threads() -> usize {
 /// A list of IPv4 source addresses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceIps(pub Vec<Ipv4Addr>);
+
+/// The `--hosts` list, in the order given (an address may repeat).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hosts(pub Vec<SocketAddrV4>);
+
+/// Parses `127.0.0.1:8080,127.0.0.2:8080`: IPv4 `address:port` entries (loopback is checked with
+/// the other options).
+pub fn parse_hosts(s: &str) -> Result<Hosts, String> {
+    let out = s
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<SocketAddrV4>()
+                .map_err(|_| format!("{p:?} is not an IPv4 address:port, e.g. 127.0.0.1:8080"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if out.is_empty() {
+        return Err("no address given".into());
+    }
+    Ok(Hosts(out))
+}
 
 /// Parses `10s`, `250ms`, `100us`, `1.5s`, `2m`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

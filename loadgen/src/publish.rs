@@ -21,7 +21,6 @@ use crate::stats::{new_histogram, Window, FANOUT_MAX_MESSAGES};
 use hdrhistogram::Histogram;
 use std::sync::mpsc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 
 /// At most this many messages go out per wake-up, so a sender far behind still reports progress.
 const MAX_BATCH: u64 = 4096;

@@ -11,13 +11,12 @@ use crate::room_wire::room_of;
 use crate::rooms::Membership;
 use crate::stamp::{parse_stamp, scan_line, Frame, LineBuffer, MAX_FRAME};
 use crate::stats::{SeqTracker, Shared, ThreadStats};
+use crate::stream::ReadHalf;
 use crate::ws;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
 
 const PONG: &[u8] = b"{\"type\":\"pong\",\"content\":\"\"}\n";
 const PRESENCE: &[u8] = br#"{"type":"presence""#;
@@ -35,7 +34,7 @@ pub struct Ctx {
 }
 
 /// Reads into `buf`; `false` when the connection is gone.
-async fn fill(rd: &mut OwnedReadHalf, buf: &mut LineBuffer, ctx: &Ctx) -> bool {
+async fn fill(rd: &mut ReadHalf, buf: &mut LineBuffer, ctx: &Ctx) -> bool {
     let Some(spare) = buf.spare() else {
         ctx.stats
             .borrow_mut()
@@ -53,16 +52,18 @@ async fn fill(rd: &mut OwnedReadHalf, buf: &mut LineBuffer, ctx: &Ctx) -> bool {
 }
 
 /// A uring-chat client: measures chat frames, answers pings, counts error frames. With rooms,
-/// `seqs` checks each room's order and `_member` counts the client in its rooms until it closes.
+/// `seqs` checks each room's order and `_member` counts the client in its rooms until it closes;
+/// its deliveries also count for its target `host` (an index into the `--hosts` list).
 /// Over WebSocket the frames are text messages parsed in place (`ws::drain`); the server's
 /// WebSocket pings get pongs and its close gets a close back.
 pub async fn chat(
-    mut rd: OwnedReadHalf,
+    mut rd: ReadHalf,
     writer: Writer,
     leftover: Vec<u8>,
     ctx: Rc<Ctx>,
     mut seqs: Option<RoomSeqs>,
     _member: Option<Membership>,
+    host: usize,
 ) {
     let mut buf = LineBuffer::new(ctx.read_buffer, MAX_FRAME);
     buf.extend(&leftover);
@@ -114,6 +115,7 @@ pub async fn chat(
         };
         if measured > 0 {
             ctx.shared.measured.fetch_add(measured, Ordering::Relaxed);
+            ctx.stats.borrow_mut().count_on_host(host, measured);
         }
         if let Some(code) = controls.error {
             ctx.stats.borrow_mut().count_error(code.as_bytes());
@@ -145,12 +147,13 @@ pub async fn chat(
 /// The task holds the write half too: dropping it would send FIN and Redis would close the socket.
 /// Rooms need no seq here (Redis has none): order is checked per publisher as without rooms.
 pub async fn redis(
-    mut rd: OwnedReadHalf,
+    mut rd: ReadHalf,
     _writer: Writer,
     leftover: Vec<u8>,
     ctx: Rc<Ctx>,
     publisher: bool,
     _member: Option<Membership>,
+    host: usize,
 ) {
     let mut buf = LineBuffer::new(ctx.read_buffer, MAX_FRAME);
     buf.extend(&leftover);
@@ -194,6 +197,7 @@ pub async fn redis(
         buf.consume(off);
         if measured > 0 {
             ctx.shared.measured.fetch_add(measured, Ordering::Relaxed);
+            ctx.stats.borrow_mut().count_on_host(host, measured);
         }
     }
     if !publisher {

@@ -15,8 +15,13 @@ pub struct Report {
     pub protocol: String,
     /// `tcp` or `ws` (`--transport`; Redis is always `tcp`).
     pub transport: String,
+    /// `--tls`: every connection was TLS.
+    pub tls: bool,
     pub pattern: String,
+    /// `host:port`, or the `--hosts` list joined by commas.
     pub target: String,
+    /// Per target (one entry, or one per `--hosts` entry in its order): how the clients spread.
+    pub hosts: Vec<HostReport>,
     pub clients: u64,
     pub senders: u64,
     /// `--rooms` (0: off) and rooms per client (0 when off).
@@ -54,6 +59,18 @@ pub struct Report {
     pub kinds: Option<Kinds>,
     /// `--churn`: the leave-and-log-back-in cycles during the measured window.
     pub churn: Option<ChurnReport>,
+}
+
+/// One target's share of the run.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct HostReport {
+    pub target: String,
+    /// Clients (of `clients`, Redis publishers included) assigned to it.
+    pub clients: u64,
+    /// Of those, logged in.
+    pub connected: u64,
+    /// Measured deliveries its clients received (duplicates excluded).
+    pub received: u64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -224,9 +241,10 @@ impl Report {
         let c = &self.connect;
         let _ = writeln!(
             s,
-            "{} over {}, {} against {}: {} clients ({} slow), {} senders, {} B payloads, {} threads",
+            "{} over {}{}, {} against {}: {} clients ({} slow), {} senders, {} B payloads, {} threads",
             self.protocol,
             self.transport,
+            if self.tls { "+tls" } else { "" },
             self.pattern,
             self.target,
             self.clients,
@@ -256,6 +274,15 @@ impl Report {
         );
         if let Some(e) = &c.first_error {
             let _ = writeln!(s, "  first connect error: {e}");
+        }
+        if self.hosts.len() > 1 {
+            for h in &self.hosts {
+                let _ = writeln!(
+                    s,
+                    "  {}: {} clients, {} connected, {} deliveries received",
+                    h.target, h.clients, h.connected, h.received
+                );
+            }
         }
         let _ = writeln!(
             s,

@@ -2,8 +2,8 @@
 //! publish + receive + drain (phases 2 and 3) per rate, and build the report.
 
 use crate::churn;
+use crate::clients;
 use crate::clock::{Clock, Schedule};
-use crate::connect::Login;
 use crate::connect::Writer;
 use crate::limits;
 use crate::mixed::{self, Mix};
@@ -11,15 +11,14 @@ use crate::options::{LossLimit, Options, Pattern, Protocol};
 use crate::progress::Progress;
 use crate::publish::{self, SenderSet};
 use crate::redis;
-use crate::report::{ConnectReport, FindMax, Report};
-use crate::rooms::{self, RoomSend};
+use crate::report::{ConnectReport, FindMax, HostReport, Report};
+use crate::rooms::RoomSend;
 use crate::stats::Shared;
 use crate::stats::{new_histogram, ThreadStats, Window};
 use crate::summary::{self, step, RoundData};
-use crate::token;
+use crate::tls::TlsClient;
 use crate::worker::{self, ClientSpec, Cmd, Reply, Role, WorkerConfig};
 use crate::Error;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -70,6 +69,8 @@ struct Session<'a> {
     cpu_clocks: Vec<libc::clockid_t>,
     sender: Option<publish::Sender>,
     connect: ConnectReport,
+    /// Per target: clients assigned and logged in (received is filled in per round).
+    hosts: Vec<HostReport>,
     /// Reading clients logged in (slow clients and Redis publishers excluded).
     readers: u64,
     next_seq: u64,
@@ -81,75 +82,31 @@ impl<'a> Session<'a> {
     fn start(o: &'a Options) -> Result<Self, Error> {
         let nofile = limits::raise_nofile()?;
         let senders = mixed::senders(o);
-        let extra = if o.protocol == Protocol::Redis {
-            senders
-        } else {
-            0
-        };
-        let connections = (o.clients + extra + mixed::churn_clients(o)) as u64;
+        let connections = (clients::count(o) + mixed::churn_clients(o)) as u64;
         limits::check_fds(connections, nofile)?;
-        let sources: Vec<_> = o
-            .source_ips
-            .as_ref()
-            .map(|s| s.0.clone())
-            .unwrap_or_default();
-        limits::check_ports(connections, sources.len())?;
+        let sources = o.source_ips.as_ref().map_or(0, |s| s.0.len());
+        let targets = o.targets();
+        limits::check_ports(limits::most_to_one(connections, &targets), sources)?;
+        let tls = match (o.tls, &o.tls_ca) {
+            (true, Some(ca)) => Some(Arc::new(
+                TlsClient::new(ca, o.tls_server_name.as_deref()).map_err(Error::Config)?,
+            )),
+            (true, None) => return Err(Error::Config("--tls needs --tls-ca FILE".into())),
+            (false, _) => None,
+        };
 
         let clock = Clock::new();
         let run_id = format!(
             "{:x}",
             (std::process::id() as u64) << 24 ^ (clock_seed() & 0xff_ffff)
         );
-        let slow = o.slow_count();
-        let fast = o.clients - slow;
         let plan = mixed::room_plan(o);
-        let mut specs = Vec::with_capacity(o.clients + extra);
-        for i in 0..o.clients {
-            let my_rooms = mixed::client_rooms(o, plan.as_ref(), i);
-            let login = match o.protocol {
-                Protocol::UringChat => {
-                    let name = format!("lg{run_id}-{i}");
-                    let token = (o.auth_jwt_secret.as_deref()).map(|s| token::mint(s, &name));
-                    Login::Chat { name, token }
-                }
-                Protocol::Redis => Login::Subscribe {
-                    channels: match o.pattern {
-                        _ if o.rooms > 0 => my_rooms.iter().map(|&r| rooms::name(r)).collect(),
-                        Pattern::Broadcast => vec![redis::broadcast_channel(&run_id)],
-                        Pattern::Direct => vec![redis::client_channel(&run_id, i)],
-                        // Its own channel first: the login's id names the direct recipient.
-                        Pattern::Mixed => mixed::redis_channels(o, &run_id, i),
-                    },
-                },
-            };
-            specs.push(ClientSpec {
-                idx: i,
-                role: if i >= fast {
-                    Role::Slow
-                } else {
-                    Role::Receiver
-                },
-                login,
-                source: (!sources.is_empty()).then(|| sources[i % sources.len()]),
-                sends: o.protocol == Protocol::UringChat && i < senders,
-                rooms: my_rooms,
-            });
-        }
-        for j in 0..extra {
-            let i = o.clients + j;
-            specs.push(ClientSpec {
-                idx: i,
-                role: Role::Publisher,
-                login: Login::None,
-                source: (!sources.is_empty()).then(|| sources[i % sources.len()]),
-                sends: true,
-                rooms: Vec::new(),
-            });
-        }
+        let specs = clients::specs(o, &run_id, plan.as_ref());
         let total = specs.len() as u64;
-
+        let hosts = clients::hosts(&targets, &specs);
         let cfg = Arc::new(WorkerConfig {
-            target: SocketAddr::new(o.host.into(), o.port),
+            targets: targets.clone(),
+            tls: tls.clone(),
             protocol: o.protocol,
             transport: o.transport,
             senders,
@@ -167,8 +124,13 @@ impl<'a> Session<'a> {
         let (reply_tx, replies) = mpsc::channel();
         let mut progress = Progress::new(o.quiet);
         progress.phase(&format!(
-            "connecting {total} connections to {}:{} over {} threads",
-            o.host, o.port, o.threads
+            "connecting {total} connections{} to {} over {} threads",
+            if o.tls { " (TLS)" } else { "" },
+            (targets.iter())
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            o.threads
         ));
         let t0 = Instant::now();
         let mut workers = Vec::new();
@@ -191,6 +153,7 @@ impl<'a> Session<'a> {
             cpu_clocks: Vec::new(),
             sender: None,
             connect: ConnectReport::default(),
+            hosts,
             readers: 0,
             next_seq: 0,
             churn: None,
@@ -239,6 +202,9 @@ impl<'a> Session<'a> {
         }
         outcomes.sort_by_key(|x| x.idx);
         let connected = outcomes.iter().filter(|x| x.id.is_some()).count() as u64;
+        for x in outcomes.iter().filter(|x| x.id.is_some()) {
+            session.hosts[x.host].connected += 1;
+        }
         session.connect = ConnectReport {
             connected,
             failed: total - connected,
@@ -304,7 +270,7 @@ impl<'a> Session<'a> {
         })?;
         session.cpu_clocks.push(sender.cpu_clock);
         session.sender = Some(sender);
-        session.churn = churn::start_for(o, &run_id, &mut session.progress)?;
+        session.churn = churn::start_for(o, &targets, tls, &run_id, &mut session.progress)?;
         session.settle();
         if let Some(c) = &session.churn {
             c.start();
@@ -558,7 +524,14 @@ impl<'a> Session<'a> {
     }
 
     fn report(&self, d: &RoundData, find_max: Option<FindMax>) -> Report {
-        summary::build(self.o, &self.connect, self.disconnected(), d, find_max)
+        summary::build(
+            self.o,
+            &self.connect,
+            &self.hosts,
+            self.disconnected(),
+            d,
+            find_max,
+        )
     }
 
     /// Stops the sender and the workers; returns how many slow clients the server had disconnected.

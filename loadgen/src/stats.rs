@@ -72,6 +72,8 @@ pub struct ThreadStats {
     /// `presence` frames (and their bytes, newline included) reading clients got this round.
     pub presence_frames: u64,
     pub presence_bytes: u64,
+    /// Measured deliveries by the receiver's target (index into the `--hosts` list).
+    pub received_by_host: Vec<u64>,
 }
 
 /// One kind's share of a mixed round's deliveries.
@@ -123,6 +125,7 @@ impl ThreadStats {
             by_kind: Default::default(),
             presence_frames: 0,
             presence_bytes: 0,
+            received_by_host: Vec::new(),
         }
     }
 
@@ -178,6 +181,14 @@ impl ThreadStats {
         true
     }
 
+    /// Adds `n` measured deliveries to the count of target `host`.
+    pub fn count_on_host(&mut self, host: usize, n: u64) {
+        if self.received_by_host.len() <= host {
+            self.received_by_host.resize(host + 1, 0);
+        }
+        self.received_by_host[host] += n;
+    }
+
     pub fn count_error(&mut self, code: &[u8]) {
         let code = String::from_utf8_lossy(code).into_owned();
         *self.errors.entry(code).or_insert(0) += 1;
@@ -203,6 +214,9 @@ impl ThreadStats {
             }
         } else {
             self.fanout.clear();
+        }
+        for (host, &n) in other.received_by_host.iter().enumerate() {
+            self.count_on_host(host, n);
         }
         for (k, v) in &other.errors {
             *self.errors.entry(k.clone()).or_insert(0) += v;

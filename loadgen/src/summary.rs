@@ -5,8 +5,8 @@ use crate::mixed::{Kind, Mix};
 use crate::options::{LossLimit, Options, Pattern, Protocol, Transport};
 use crate::publish::RoundResult;
 use crate::report::{
-    self, ChurnReport, ConnectReport, Cpu, Fanout, FindMax, KindReport, Kinds, Latency, Presence,
-    Report, Step, Thresholds,
+    self, ChurnReport, ConnectReport, Cpu, Fanout, FindMax, HostReport, KindReport, Kinds, Latency,
+    Presence, Report, Step, Thresholds,
 };
 use crate::stats::{new_histogram, ThreadStats, Window};
 
@@ -26,10 +26,11 @@ pub(crate) struct RoundData {
     pub churn: Option<ChurnReport>,
 }
 
-/// The report of one round.
+/// The report of one round; `hosts` holds each target's clients and logins.
 pub(crate) fn build(
     o: &Options,
     connect: &ConnectReport,
+    hosts: &[HostReport],
     disconnected: u64,
     d: &RoundData,
     find_max: Option<FindMax>,
@@ -85,7 +86,17 @@ pub(crate) fn build(
             Pattern::Direct => "direct".into(),
             Pattern::Mixed => "mixed".into(),
         },
-        target: format!("{}:{}", o.host, o.port),
+        tls: o.tls,
+        target: (o.targets().iter())
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        hosts: (hosts.iter().enumerate())
+            .map(|(i, h)| HostReport {
+                received: st.received_by_host.get(i).copied().unwrap_or(0),
+                ..h.clone()
+            })
+            .collect(),
         clients: o.clients as u64,
         senders: crate::mixed::senders(o) as u64,
         rooms: o.rooms as u64,

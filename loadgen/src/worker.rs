@@ -13,6 +13,8 @@ use crate::receive::{self, Ctx};
 use crate::room_order::RoomSeqs;
 use crate::rooms::Rooms;
 use crate::stats::{new_histogram, Shared, ThreadStats, Window};
+use crate::stream::Stream;
+use crate::tls::TlsClient;
 use hdrhistogram::Histogram;
 use std::cell::RefCell;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -21,8 +23,6 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc as tmpsc, Semaphore};
 
 /// What a client does once logged in.
@@ -43,6 +43,8 @@ pub struct ClientSpec {
     pub role: Role,
     pub login: Login,
     pub source: Option<Ipv4Addr>,
+    /// Which target (`--hosts` entry) it connects to: an index into `WorkerConfig::targets`.
+    pub host: usize,
     /// Hand this connection's writer to the sender thread.
     pub sends: bool,
     /// Its rooms with `--rooms` (uring-chat joins them after login; Redis subscribes through `login`).
@@ -51,7 +53,10 @@ pub struct ClientSpec {
 
 /// Settings every worker shares.
 pub struct WorkerConfig {
-    pub target: SocketAddr,
+    /// The target, or with `--hosts` every node; clients name theirs by `ClientSpec::host`.
+    pub targets: Vec<SocketAddr>,
+    /// `--tls`: how every client's handshake goes.
+    pub tls: Option<Arc<TlsClient>>,
     pub protocol: Protocol,
     pub transport: Transport,
     pub senders: usize,
@@ -79,6 +84,8 @@ pub enum Cmd {
 pub struct Outcome {
     pub idx: usize,
     pub role: Role,
+    /// Its target (`ClientSpec::host`).
+    pub host: usize,
     /// userID (uring-chat) or channel (Redis); `None` if it failed.
     pub id: Option<String>,
     pub error: Option<String>,
@@ -152,9 +159,10 @@ async fn worker(
             };
             let t0 = cfg.clock.now_ns();
             let dial = Dial {
-                target: cfg.target,
+                target: cfg.targets[spec.host],
                 source: spec.source,
                 transport: cfg.transport,
+                tls: cfg.tls.clone(),
             };
             let r = connect::connect(dial, &spec.login, &spec.rooms, cfg.connect_timeout).await;
             let dt = cfg.clock.now_ns() - t0;
@@ -173,7 +181,7 @@ async fn worker(
     let mut outcomes = Vec::with_capacity(handles.len());
     let mut login = new_histogram();
     let mut limit = None;
-    let mut slow: Vec<TcpStream> = Vec::new();
+    let mut slow: Vec<Stream> = Vec::new();
     for h in handles {
         let (spec, r, dt) = h.await.expect("connect task");
         match r {
@@ -191,6 +199,7 @@ async fn worker(
                         outcomes.push(Outcome {
                             idx: spec.idx,
                             role: spec.role,
+                            host: spec.host,
                             id,
                             error: None,
                             writer: None,
@@ -217,6 +226,7 @@ async fn worker(
                                     ctx,
                                     seqs,
                                     member,
+                                    spec.host,
                                 ))
                             }
                             Protocol::Redis => tokio::task::spawn_local(receive::redis(
@@ -226,11 +236,13 @@ async fn worker(
                                 ctx,
                                 publisher,
                                 member,
+                                spec.host,
                             )),
                         };
                         outcomes.push(Outcome {
                             idx: spec.idx,
                             role: spec.role,
+                            host: spec.host,
                             id,
                             error: None,
                             writer: spec.sends.then_some(writer),
@@ -277,6 +289,7 @@ fn failed(spec: &ClientSpec, error: String) -> Outcome {
     Outcome {
         idx: spec.idx,
         role: spec.role,
+        host: spec.host,
         id: None,
         error: Some(error),
         writer: None,
@@ -287,7 +300,7 @@ fn failed(spec: &ClientSpec, error: String) -> Outcome {
 /// data the slow client never read (a zero window holds it back), so each socket is drained until
 /// it reports EOF or a reset (closed), or stays quiet for a moment (still open). Runs after the
 /// measurement, so this reading costs the results nothing.
-pub async fn count_closed(streams: Vec<TcpStream>) -> u64 {
+pub async fn count_closed(streams: Vec<Stream>) -> u64 {
     let mut tasks = Vec::with_capacity(streams.len());
     for mut s in streams {
         tasks.push(tokio::task::spawn_local(async move {
@@ -316,7 +329,7 @@ pub async fn count_closed(streams: Vec<TcpStream>) -> u64 {
 }
 
 /// Whether the peer has shut down or reset this socket (POLLRDHUP / POLLHUP / POLLERR).
-fn hung_up(s: &TcpStream) -> bool {
+fn hung_up(s: &Stream) -> bool {
     let mut p = libc::pollfd {
         fd: s.as_raw_fd(),
         events: libc::POLLRDHUP,

@@ -4,10 +4,9 @@
 //! `derive_accept_key` gives the `Sec-WebSocket-Accept` the server must return. It is part of a
 //! client's connect + login in phase 1, outside the measured window.
 
+use crate::stream::Stream;
 use std::io;
 use std::net::SocketAddr;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::handshake::client::{generate_request, Response};
 use tungstenite::handshake::derive_accept_key;
@@ -18,7 +17,7 @@ const MAX_RESPONSE: usize = 16 * 1024;
 
 /// Upgrades `stream` (connected to `target`) to a WebSocket at `/ws`. Returns the bytes that came
 /// after the response (frames the server sent at once), to be read as frames.
-pub async fn upgrade(stream: &mut TcpStream, target: SocketAddr) -> io::Result<Vec<u8>> {
+pub async fn upgrade(stream: &mut Stream, target: SocketAddr) -> io::Result<Vec<u8>> {
     let request = format!("ws://{target}/ws")
         .into_client_request()
         .map_err(|e| fail(format!("building the upgrade request: {e}")))?;
@@ -26,10 +25,13 @@ pub async fn upgrade(stream: &mut TcpStream, target: SocketAddr) -> io::Result<V
         generate_request(request).map_err(|e| fail(format!("upgrade request: {e}")))?;
     stream.write_all(&request).await?;
     let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
     loop {
-        if stream.read_buf(&mut buf).await? == 0 {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
             return Err(fail("server closed during the WebSocket upgrade".into()));
         }
+        buf.extend_from_slice(&chunk[..n]);
         match Response::try_parse(&buf) {
             Ok(Some((used, response))) => {
                 check(&response, &key).map_err(fail)?;

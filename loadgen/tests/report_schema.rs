@@ -4,16 +4,22 @@
 
 mod common;
 
-use loadgen::report::{ChurnReport, Fanout, FindMax, Kinds, Report, Step};
+use loadgen::report::{ChurnReport, Fanout, FindMax, HostReport, Kinds, Report, Step};
 
 #[test]
 fn every_report_field_is_in_the_schema_and_the_docs() {
     let schema = common::report_schema();
+    let host = HostReport {
+        target: "127.0.0.1:8080".into(),
+        ..Default::default()
+    };
     let mut r = Report {
         schema: loadgen::report::SCHEMA.into(),
         protocol: "uring-chat".into(),
         transport: "ws".into(),
+        tls: true,
         pattern: "broadcast".into(),
+        hosts: vec![host.clone(), host.clone()],
         fanout_us: Some(Fanout::default()),
         find_max: Some(FindMax {
             steps: vec![Step::default()],
@@ -46,6 +52,7 @@ fn every_report_field_is_in_the_schema_and_the_docs() {
             protocol: "redis".into(),
             transport: "tcp".into(),
             pattern: "direct".into(),
+            hosts: vec![host],
             order_violations: None,
             ..Default::default()
         })

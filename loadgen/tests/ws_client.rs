@@ -1,15 +1,21 @@
 //! loadgen's WebSocket client over real sockets against tungstenite's server role (which refuses
 //! unmasked client frames): the upgrade and the login, a delivery measured, the server's ping
-//! answered by a masked pong and its JSON ping by a pong message, the close handshake; and
-//! upgrades that must fail.
+//! answered by a masked pong and its JSON ping by a pong message, the close handshake, over plain
+//! TCP and over TLS (wss: tungstenite on a rustls server session, a certificate made in the test);
+//! and upgrades that must fail.
+
+mod common;
 
 use loadgen::clock::Clock;
 use loadgen::connect::{self, ConnectError, Dial, Login};
 use loadgen::receive::{self, Ctx};
 use loadgen::stats::{Shared, ThreadStats, Window};
+use loadgen::tls::TlsClient;
 use loadgen::Transport;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::cell::RefCell;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -24,6 +30,7 @@ fn dial(target: SocketAddr) -> Dial {
         target,
         source: None,
         transport: Transport::Ws,
+        tls: None,
     }
 }
 
@@ -34,9 +41,9 @@ fn login() -> Login {
     }
 }
 
-/// The server side of the exchange; returns what it read from the client after the login.
-fn serve(listener: TcpListener) -> Vec<Message> {
-    let (sock, _) = listener.accept().unwrap();
+/// The server side of the exchange over `sock`; returns what it read from the client after the
+/// login.
+fn serve(sock: impl Read + Write) -> Vec<Message> {
     let mut ws = tungstenite::accept(sock).expect("loadgen's upgrade request is valid");
     match ws.read().unwrap() {
         Message::Text(t) => assert_eq!(t.as_str(), r#"{"type":"connect","content":"alice"}"#),
@@ -73,8 +80,44 @@ fn serve(listener: TcpListener) -> Vec<Message> {
 fn login_delivery_pings_and_close_over_websocket() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let target = listener.local_addr().unwrap();
-    let server = std::thread::spawn(move || serve(listener));
+    let server = std::thread::spawn(move || serve(listener.accept().unwrap().0));
+    exchange(dial(target), server);
+}
 
+#[test]
+fn login_delivery_pings_and_close_over_websocket_over_tls() {
+    let pki = common::pki::Pki::new("wss");
+    let files = pki.files();
+    let chain = CertificateDer::pem_file_iter(&files.cert)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(&files.key).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let sock = listener.accept().unwrap().0;
+        let session = rustls::ServerConnection::new(Arc::new(config)).unwrap();
+        serve(rustls::StreamOwned::new(session, sock))
+    });
+    let tls = TlsClient::new(std::path::Path::new(&pki.ca_file()), None).unwrap();
+    let dial = Dial {
+        tls: Some(Arc::new(tls)),
+        ..dial(target)
+    };
+    exchange(dial, server);
+}
+
+/// loadgen's side: upgrade and log in through `dial`, then the receive loop until the server's
+/// close; checks what the server got and what loadgen measured.
+fn exchange(dial: Dial, server: std::thread::JoinHandle<Vec<Message>>) {
     let clock = Clock::new();
     let shared = Arc::new(Shared::default());
     let stats = Rc::new(RefCell::new(ThreadStats::new(Window { start: 0, end: 10 })));
@@ -92,13 +135,13 @@ fn login_delivery_pings_and_close_over_websocket() {
         .build()
         .unwrap();
     tokio::task::LocalSet::new().block_on(&rt, async {
-        let est = connect::connect(dial(target), &login(), &[], Duration::from_secs(5))
+        let est = connect::connect(dial, &login(), &[], Duration::from_secs(5))
             .await
             .expect("upgrade and login");
         assert_eq!(est.id, "u1");
         let (rd, wr) = est.stream.into_split();
         let writer = Arc::new(tokio::sync::Mutex::new(wr));
-        let task = receive::chat(rd, writer, est.leftover, ctx, None, None);
+        let task = receive::chat(rd, writer, est.leftover, ctx, None, None, 0);
         tokio::time::timeout(Duration::from_secs(5), task)
             .await
             .expect("the receive loop ends at the server's close");

@@ -3,6 +3,9 @@
 //! Names must be unique across all cores, so one authority holds them. It sits behind a `Mutex`
 //! touched only at login, logout, `users` pages and presence ticks, never per message: messages find
 //! their core through the userID itself. Users are kept in login order so `users` pages are stable.
+//!
+//! In a cluster (docs/CLUSTER.md) it also holds the other nodes' users, as the names bucket's
+//! replica reports them, so counts, pages and the local check of a name are cluster-wide.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -111,6 +114,19 @@ impl Directory {
         Ok(Registration(seq))
     }
 
+    /// Lists another node's user, whom the cluster's names bucket says holds `name`. The bucket is
+    /// the authority: a local user still listed under the name (one whose claim is about to fail)
+    /// no longer owns it here, and frees only its own entry when it goes.
+    pub fn register_remote(&self, name: Arc<str>, id: UserId) -> Registration {
+        let mut users = self.lock();
+        users.first_page = None;
+        let seq = users.next;
+        users.next += 1;
+        users.by_name.insert(name.clone(), seq);
+        users.by_login.insert(seq, (id, name));
+        Registration(seq)
+    }
+
     /// Frees the user's name.
     pub fn unregister(&self, registration: Registration) {
         let mut users = self.lock();
@@ -122,7 +138,9 @@ impl Directory {
             users.first_page = None;
         }
         if let Some((_, name)) = users.by_login.remove(&registration.0) {
-            users.by_name.remove(&name);
+            if users.by_name.get(&name) == Some(&registration.0) {
+                users.by_name.remove(&name);
+            }
         }
     }
 
@@ -174,13 +192,32 @@ mod tests {
     #[test]
     fn names_are_unique_until_freed() {
         let directory = Directory::default();
-        let alice = directory.register("alice".into(), UserId::new(0)).unwrap();
+        let alice = directory
+            .register("alice".into(), UserId::new(0, 0))
+            .unwrap();
         assert_eq!(
-            directory.register("alice".into(), UserId::new(1)),
+            directory.register("alice".into(), UserId::new(1, 0)),
             Err(NameError::Taken)
         );
         directory.unregister(alice);
-        assert!(directory.register("alice".into(), UserId::new(1)).is_ok());
+        assert!(directory
+            .register("alice".into(), UserId::new(1, 0))
+            .is_ok());
+    }
+
+    #[test]
+    fn a_remote_holder_takes_the_name_from_a_pending_local_one() {
+        let directory = Directory::default();
+        let local = directory.register("bob".into(), UserId::new(0, 1)).unwrap();
+        let remote = directory.register_remote("bob".into(), UserId::new(0, 2));
+        directory.unregister(local);
+        assert_eq!(
+            directory.register("bob".into(), UserId::new(0, 1)),
+            Err(NameError::Taken)
+        );
+        assert_eq!(directory.len(), 1);
+        directory.unregister(remote);
+        assert!(directory.is_empty());
     }
 
     #[test]
@@ -205,15 +242,15 @@ mod tests {
                 .map(|u| u["username"].as_str().unwrap().to_string())
                 .collect()
         };
-        let a = directory.register("a".into(), UserId::new(0)).unwrap();
+        let a = directory.register("a".into(), UserId::new(0, 0)).unwrap();
         assert_eq!(names(&directory), ["a"]);
-        directory.register("b".into(), UserId::new(0)).unwrap();
+        directory.register("b".into(), UserId::new(0, 0)).unwrap();
         assert_eq!(
             names(&directory),
             ["a", "b"],
             "a join into a page that was not full"
         );
-        let c = directory.register("c".into(), UserId::new(0)).unwrap();
+        let c = directory.register("c".into(), UserId::new(0, 0)).unwrap();
         assert_eq!(
             names(&directory),
             ["a", "b"],
@@ -221,7 +258,7 @@ mod tests {
         );
         directory.unregister(c);
         assert_eq!(names(&directory), ["a", "b"]);
-        directory.register("d".into(), UserId::new(0)).unwrap();
+        directory.register("d".into(), UserId::new(0, 0)).unwrap();
         directory.unregister(a);
         assert_eq!(names(&directory), ["b", "d"], "a leave from the page");
         assert_eq!(directory.first_page_json(2).1, 2);
@@ -231,7 +268,7 @@ mod tests {
     fn pages_follow_login_order() {
         let directory = Directory::default();
         for name in ["a", "b", "c", "d"] {
-            directory.register(name.into(), UserId::new(0)).unwrap();
+            directory.register(name.into(), UserId::new(0, 0)).unwrap();
         }
         let (page, count) = directory.page(1, 2);
         assert_eq!(count, 4);

@@ -8,13 +8,15 @@
 //!   messages cores send each other.
 //! - [`rooms`]: named rooms with one message order each, history and recovery (protocol v1.1).
 //! - [`presence`]: coalesced join and leave announcements.
-//! - [`directory`]: the server-wide set of unique usernames.
+//! - [`directory`]: the server-wide set of unique usernames (cluster-wide in a cluster).
+//! - [`remote`]: the chat side of a cluster: message kinds, payloads, and delivery to the cores.
 //! - [`user_id`]: userIDs, which name the core that owns the user.
 
 pub mod counters;
 pub mod directory;
 pub mod presence;
 pub mod protocol;
+pub mod remote;
 pub mod rooms;
 pub mod session;
 pub mod shard;

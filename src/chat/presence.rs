@@ -105,7 +105,7 @@ mod tests {
         let mut batch = PresenceBatch::new(2);
         let x: Arc<str> = "x".into();
         for _ in 0..3 {
-            batch.joined(UserId::new(0), &x);
+            batch.joined(UserId::new(0, 0), &x);
         }
         let lobby = |user_count| Scope::Lobby { user_count };
         let named: serde_json::Value = content(&batch.take_frame(lobby(10), 1000).unwrap());
@@ -115,12 +115,12 @@ mod tests {
             batch.take_frame(lobby(10), 1000).is_none(),
             "nothing new, no frame"
         );
-        batch.left(UserId::new(0), &x);
+        batch.left(UserId::new(0, 0), &x);
         let counted = content(&batch.take_frame(lobby(5000), 1000).unwrap());
         assert!(counted.get("left").is_none() && counted.get("joined").is_none());
         assert_eq!(counted["leftCount"], 1);
         assert_eq!(counted["userCount"], 5000);
-        batch.joined(UserId::new(1), &"y".into());
+        batch.joined(UserId::new(1, 0), &"y".into());
         let room = Scope::Room {
             room: "rust",
             member_count: 3,

@@ -38,11 +38,12 @@ pub enum ErrorCode {
     AuthRequired,
     AuthFailed,
     Forbidden,
+    ClusterUnavailable,
 }
 
 impl ErrorCode {
     /// Every code, for the metrics' list of errors by code.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::InvalidMessage,
         ErrorCode::UnknownType,
         ErrorCode::NotConnected,
@@ -62,6 +63,7 @@ impl ErrorCode {
         ErrorCode::AuthRequired,
         ErrorCode::AuthFailed,
         ErrorCode::Forbidden,
+        ErrorCode::ClusterUnavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -85,6 +87,7 @@ impl ErrorCode {
             ErrorCode::AuthRequired => "AUTH_REQUIRED",
             ErrorCode::AuthFailed => "AUTH_FAILED",
             ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::ClusterUnavailable => "CLUSTER_UNAVAILABLE",
         }
     }
 }

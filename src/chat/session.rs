@@ -15,6 +15,7 @@ use crate::chat::rooms::requests as rooms;
 use crate::chat::rooms::RoomName;
 use crate::chat::shard::{self, Shard};
 use crate::chat::user_id::UserId;
+use crate::cluster::ClaimOutcome;
 use crate::net::guards::Verdict;
 use crate::net::{CloseReason, Connection};
 
@@ -30,6 +31,22 @@ pub struct Session {
     /// What the login token granted (its `sub`, rooms and rate); `None` on an open server.
     pub grant: Option<Grant>,
     registration: Registration,
+    /// In a cluster, until the names bucket has answered: the login is pending, the user is not in
+    /// the lobby yet, and the connection's reader waits for the answer before it reads on.
+    claim: Option<flume::Receiver<ClaimOutcome>>,
+}
+
+/// The answer a pending login waits for, if the connection's login is pending (a cluster's name
+/// claim); `None` otherwise, always on a single node.
+pub fn pending_claim(session: &Option<Session>) -> Option<flume::Receiver<ClaimOutcome>> {
+    session.as_ref()?.claim.clone()
+}
+
+/// True while the connection's login waits for the cluster: its next frames must wait too.
+pub fn is_pending(session: &Option<Session>) -> bool {
+    session
+        .as_ref()
+        .is_some_and(|session| session.claim.is_some())
 }
 
 impl Session {
@@ -127,37 +144,89 @@ fn login(
             None => return,
         },
     };
-    let user_id = UserId::new(shard.id);
+    let user_id = UserId::new(shard.id, shard.node);
     let registration = match shard.directory.register(username.clone(), user_id) {
         Ok(registration) => registration,
         Err(NameError::Invalid(reason)) => {
             return conn.reply(protocol::error(ErrorCode::InvalidUsername, reason));
         }
-        Err(NameError::Taken) => {
-            let reason = format!("the name `{username}` is taken");
-            return conn.reply(protocol::error(ErrorCode::NameTaken, &reason));
-        }
+        Err(NameError::Taken) => return conn.reply(name_taken(&username)),
     };
+    let claim = match &shard.cluster {
+        None => None,
+        Some(cluster) => match cluster.claim(&username, user_id.to_bits()) {
+            Ok(answer) => Some(answer),
+            Err(_) => {
+                shard.directory.unregister(registration);
+                return conn.reply(shard::cluster_unavailable(
+                    "no name can be promised unique, so logins wait until it is back",
+                ));
+            }
+        },
+    };
+    let new = Session {
+        user_id,
+        username,
+        rooms: Vec::new(),
+        grant,
+        registration,
+        claim,
+    };
+    if new.claim.is_none() {
+        welcome(shard, conn, &new);
+    }
+    *session = Some(new);
+}
+
+fn name_taken(username: &str) -> bytes::Bytes {
+    let reason = format!("the name `{username}` is taken");
+    protocol::error(ErrorCode::NameTaken, &reason)
+}
+
+/// Completes a login: `connect_response`, then the user joins the lobby.
+fn welcome(shard: &Shard, conn: &Rc<Connection>, session: &Session) {
     let (user_list, user_count) = shard
         .directory
         .first_page_json(shard.config.user_list_limit);
+    let Session {
+        user_id,
+        username,
+        grant,
+        ..
+    } = session;
     conn.reply(protocol::connect_response(
-        user_id, &username, &user_list, user_count,
+        *user_id, username, &user_list, user_count,
     ));
     let subject = grant.as_ref().map(|grant| &*grant.subject);
     tracing::debug!(conn = conn.id, %user_id, %username, ?subject, "logged in");
     if let Some(rate) = grant.as_ref().and_then(|grant| grant.rate) {
         conn.raise_rate_limit(rate);
     }
-    shard.add_member(conn, user_id, &username);
+    shard.add_member(conn, *user_id, username);
     conn.set_identified(true);
-    *session = Some(Session {
-        user_id,
-        username,
-        rooms: Vec::new(),
-        grant,
-        registration,
-    });
+}
+
+/// Ends a pending login with the cluster's answer: welcomed, or refused (the name is free again).
+pub fn settle_login(
+    shard: &Shard,
+    conn: &Rc<Connection>,
+    session: &mut Option<Session>,
+    outcome: ClaimOutcome,
+) {
+    let Some(pending) = session.as_mut() else {
+        return;
+    };
+    pending.claim = None;
+    let refusal = match outcome {
+        ClaimOutcome::Claimed => return welcome(shard, conn, pending),
+        ClaimOutcome::Taken => name_taken(&pending.username),
+        ClaimOutcome::Unavailable => shard::cluster_unavailable(
+            "the cluster's names could not be asked, so no name can be promised unique",
+        ),
+    };
+    let refused = session.take().expect("pending above");
+    shard.directory.unregister(refused.registration);
+    conn.reply(refusal);
 }
 
 /// Checks the token a login needs on this server. Without one it sends `AUTH_REQUIRED`, with a bad
@@ -190,10 +259,15 @@ fn authenticate(
 fn chat(shard: &Shard, conn: &Rc<Connection>, session: &Session, request: &Request<'_>) {
     if request.recipient_id.is_empty() {
         let frame = protocol::chat(session.user_id, &session.username, None, request.content);
-        shard.broadcast(frame, Some(conn.id));
+        if shard.broadcast(frame, Some(conn.id)).is_err() {
+            conn.reply(shard::cluster_unavailable(
+                "your message reached this node's users only, not the other nodes'",
+            ));
+        }
         return;
     }
-    match UserId::parse(&request.recipient_id).filter(|id| id.core() < shard.router.cores()) {
+    let local = |id: &UserId| id.node() != shard.node || id.core() < shard.router.cores();
+    match UserId::parse(&request.recipient_id).filter(local) {
         Some(recipient) => {
             let frame = protocol::chat(
                 session.user_id,
@@ -201,7 +275,11 @@ fn chat(shard: &Shard, conn: &Rc<Connection>, session: &Session, request: &Reque
                 Some(recipient),
                 request.content,
             );
-            shard.direct(session.user_id, recipient, frame);
+            if shard.direct(session.user_id, recipient, frame).is_err() {
+                conn.reply(shard::cluster_unavailable(
+                    "your direct message for a user of another node was not sent",
+                ));
+            }
         }
         None => conn.reply(shard::user_not_found(&request.recipient_id)),
     }
@@ -248,6 +326,11 @@ pub fn logout(shard: &Shard, conn: &Connection, session: &mut Option<Session>) {
         return;
     };
     tracing::debug!(conn = conn.id, user_id = %session.user_id, username = %session.username, "logged out");
-    shard.remove_member(session.user_id, &session.username, session.rooms);
+    if session.claim.is_none() {
+        shard.remove_member(session.user_id, &session.username, session.rooms);
+    }
     shard.directory.unregister(session.registration);
+    if let Some(cluster) = &shard.cluster {
+        cluster.release(&session.username, session.user_id.to_bits());
+    }
 }

@@ -19,20 +19,33 @@ use crate::chat::counters::ChatCounters;
 use crate::chat::directory::Directory;
 use crate::chat::presence::{PresenceBatch, Scope};
 use crate::chat::protocol::{self, ErrorCode};
+use crate::chat::remote;
 use crate::chat::rooms::directory::RoomDirectory;
 use crate::chat::rooms::local::LocalRooms;
 use crate::chat::rooms::owned::{OwnedRooms, OwnerLimits};
 use crate::chat::rooms::{RoomMsg, RoomName};
 use crate::chat::user_id::UserId;
+use crate::cluster::{Cluster, Unavailable};
 use crate::config::Config;
 use crate::hub::{Roster, Router};
 use crate::net::outbound::OutFrame;
-use crate::net::Connection;
+use crate::net::{CloseReason, Connection};
+
+/// What a core's chat shares with the other cores of its node.
+pub struct Shared {
+    /// Unique usernames server-wide (cluster-wide in a cluster).
+    pub directory: Arc<Directory>,
+    pub room_directory: Arc<RoomDirectory>,
+    /// This node's tag, random per start.
+    pub node: u32,
+    pub cluster: Option<Cluster>,
+}
 
 /// What one core's chat tells another.
 #[derive(Debug)]
 pub enum ShardMsg {
-    /// A frame for every logged-in user of the receiving core.
+    /// A frame for every logged-in user of the receiving core: from another core's broadcast, or
+    /// from another node's (the bridge hands each local core the frame once).
     Broadcast(Bytes),
     /// A chat frame for one user of the receiving core, sent by `from`.
     Direct {
@@ -44,6 +57,15 @@ pub enum ShardMsg {
     NotFound { from: UserId, recipient: UserId },
     /// Rooms: to or from a room's owner core (see [`crate::chat::rooms`]).
     Room(RoomMsg),
+    /// From the cluster bridge: another node's user joined or left; announced with this core's
+    /// presence.
+    Presence {
+        joined: bool,
+        user: UserId,
+        name: Arc<str>,
+    },
+    /// From the cluster bridge: another node took this user's name while this node was cut off.
+    NameLost(UserId),
 }
 
 pub struct Shard {
@@ -54,6 +76,10 @@ pub struct Shard {
     /// Unique usernames server-wide; locked at login, logout, `users` pages and presence ticks.
     pub directory: Arc<Directory>,
     pub router: Router<ShardMsg>,
+    /// This node's tag, in bytes 1 to 4 of its users' IDs.
+    pub node: u32,
+    /// The other nodes, when this node is one of a cluster (`--nats`); `None` runs alone.
+    pub cluster: Option<Cluster>,
     /// Every room server-wide with its member count; locked at joins, leaves and `rooms` pages.
     pub room_directory: Arc<RoomDirectory>,
     /// Logged-in users of this core, by userID.
@@ -74,11 +100,16 @@ impl Shard {
         id: usize,
         config: Arc<Config>,
         auth: Option<Verifier>,
-        directory: Arc<Directory>,
-        room_directory: Arc<RoomDirectory>,
+        shared: Shared,
         router: Router<ShardMsg>,
         counters: Arc<ChatCounters>,
     ) -> Shard {
+        let Shared {
+            directory,
+            room_directory,
+            node,
+            cluster,
+        } = shared;
         let owned = OwnedRooms::new(
             id,
             router.cores(),
@@ -94,6 +125,8 @@ impl Shard {
             directory,
             room_directory,
             router,
+            node,
+            cluster,
             lobby: RefCell::default(),
             rooms: RefCell::default(),
             owned: RefCell::new(owned),
@@ -120,21 +153,49 @@ impl Shard {
         self.lobby.borrow().get(user_id).cloned()
     }
 
-    /// A frame for every logged-in user of every core except the connection `except`.
-    pub fn broadcast(&self, frame: Bytes, except: Option<u64>) {
+    /// A frame for every logged-in user of every core and every node, except the connection
+    /// `except`. In a cluster the frame leaves the node once, through the bridge; `Unavailable`
+    /// says the other nodes did not get it (this node's users did).
+    pub fn broadcast(&self, frame: Bytes, except: Option<u64>) -> Result<(), Unavailable> {
+        let sent = match &self.cluster {
+            None => Ok(()),
+            Some(cluster) => cluster.publish_all(remote::LOBBY, frame.clone()),
+        };
+        self.broadcast_local(frame, except);
+        sent
+    }
+
+    /// A frame for every logged-in user of this node's cores except the connection `except`.
+    pub fn broadcast_local(&self, frame: Bytes, except: Option<u64>) {
         self.router
             .send_to_others(|| ShardMsg::Broadcast(frame.clone()));
         self.lobby.borrow().fan_out(&OutFrame::new(frame), except);
     }
 
-    /// A chat frame from `from` for `to`, wherever `to` lives.
-    pub fn direct(&self, from: UserId, to: UserId, frame: Bytes) {
+    /// A chat frame from `from` for `to`, wherever `to` lives. `Unavailable`: `to` is on another
+    /// node and the cluster cannot be reached.
+    pub fn direct(&self, from: UserId, to: UserId, frame: Bytes) -> Result<(), Unavailable> {
+        if to.node() != self.node {
+            return self.direct_to_node(from, to, frame);
+        }
         if to.core() == self.id {
             self.deliver_direct(from, to, frame);
         } else {
             self.router
                 .send(to.core(), ShardMsg::Direct { to, from, frame });
         }
+        Ok(())
+    }
+
+    /// A direct message for a user of another node: through the bridge, or nowhere when this node
+    /// runs alone (then nobody has that userID).
+    fn direct_to_node(&self, from: UserId, to: UserId, frame: Bytes) -> Result<(), Unavailable> {
+        let Some(cluster) = &self.cluster else {
+            self.report_not_found(from, to);
+            return Ok(());
+        };
+        let payload = remote::direct_payload(to, from, &frame);
+        cluster.publish_to(to.node(), remote::DIRECT, payload)
     }
 
     /// Acts on a message from another core.
@@ -144,6 +205,17 @@ impl Shard {
             ShardMsg::Direct { to, from, frame } => self.deliver_direct(from, to, frame),
             ShardMsg::NotFound { from, recipient } => self.report_not_found(from, recipient),
             ShardMsg::Room(msg) => self.handle_room(msg),
+            ShardMsg::Presence { joined, user, name } => match joined {
+                true => self.presence.borrow_mut().joined(user, &name),
+                false => self.presence.borrow_mut().left(user, &name),
+            },
+            ShardMsg::NameLost(user) => {
+                if let Some(conn) = self.user_connection(user) {
+                    let reason = "another node took your name while this node was cut off from the cluster; log in again";
+                    let frame = protocol::error(ErrorCode::NameTaken, reason);
+                    conn.finish(frame, CloseReason::NameLost);
+                }
+            }
         }
     }
 
@@ -171,7 +243,9 @@ impl Shard {
             .borrow_mut()
             .take_frame(Scope::Lobby { user_count }, self.config.presence_limit);
         if let Some(frame) = frame {
-            self.broadcast(frame, None);
+            // Each node announces to its own users; other nodes learn of joins from the names
+            // bucket, not from this frame.
+            self.broadcast_local(frame, None);
         }
     }
 
@@ -183,6 +257,14 @@ impl Shard {
     }
 
     fn report_not_found(&self, from: UserId, recipient: UserId) {
+        if from.node() != self.node {
+            if let Some(cluster) = &self.cluster {
+                let payload = remote::not_found_payload(from, recipient);
+                // Unreachable: the sender's node is gone or cut off, and nobody waits for this.
+                let _ = cluster.publish_to(from.node(), remote::NOT_FOUND, payload);
+            }
+            return;
+        }
         if from.core() != self.id {
             return self
                 .router
@@ -192,6 +274,12 @@ impl Shard {
             conn.reply(user_not_found(&recipient.to_string()));
         }
     }
+}
+
+/// `CLUSTER_UNAVAILABLE`, saying what did not happen.
+pub fn cluster_unavailable(what: &str) -> Bytes {
+    let reason = format!("the cluster cannot be reached: {what}");
+    protocol::error(ErrorCode::ClusterUnavailable, &reason)
 }
 
 /// The error for a direct message to `recipient` that found nobody.

@@ -72,3 +72,17 @@ pub const MAX_CORES: usize = 256;
 pub const DEFAULT_HTTP_PORT: u16 = 8081;
 /// Largest HTTP request head (request line and headers); more gets 431. Browsers send 1-2 KiB.
 pub const MAX_HTTP_HEAD_BYTES: usize = 8 * 1024;
+/// How often a clustered node publishes its heartbeat (docs/CLUSTER.md, "Liveness").
+pub const CLUSTER_HEARTBEAT: Duration = Duration::from_secs(2);
+/// Heartbeats a node may miss before the others count it dead and free its names: 3 x 2 s, so a
+/// dead node's names are free again within 10 s of its last beat.
+pub const CLUSTER_MISSED_HEARTBEATS: u32 = 3;
+/// Messages the cores may queue for the cluster bridge. A core never waits on it: past it a send
+/// is refused and answered as if the cluster were unreachable (`CLUSTER_UNAVAILABLE`), and counted.
+pub const CLUSTER_QUEUE: usize = 64 * 1024;
+/// How long a request to NATS (a name claim: a KV create) may take before it counts as failed.
+pub const CLUSTER_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// First token of every cluster subject (`uring-chat.lobby`, `uring-chat.node.<tag>`, ...).
+pub const CLUSTER_SUBJECT_PREFIX: &str = "uring-chat";
+/// The JetStream key-value bucket of the cluster's usernames.
+pub const CLUSTER_USERS_BUCKET: &str = "uring-chat-users";

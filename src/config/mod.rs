@@ -88,6 +88,10 @@ pub struct Config {
     pub auth_leeway: Duration,
     /// The certificate chain and key that turn on TLS for the chat port; `None` is plain text.
     pub tls: Option<TlsFiles>,
+    /// NATS servers of the cluster (docs/CLUSTER.md); empty runs a single node, as before.
+    pub nats: Vec<String>,
+    /// This node's name in the cluster; `None` picks a random one at start.
+    pub node_name: Option<String>,
     pub log_level: String,
     pub log_format: LogFormat,
 }
@@ -129,6 +133,8 @@ impl Default for Config {
             auth_key: AuthKey::Off,
             auth_leeway: DEFAULT_AUTH_LEEWAY,
             tls: None,
+            nats: Vec::new(),
+            node_name: None,
             log_level: "info".into(),
             log_format: LogFormat::Text,
         }
@@ -269,6 +275,12 @@ struct Cli {
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert's leaf.
     #[arg(long, env = "URING_CHAT_TLS_KEY")]
     tls_key: Option<PathBuf>,
+    /// NATS URL of a cluster (repeat it, or separate with commas, for a NATS cluster) [default: off, one node].
+    #[arg(long, env = "URING_CHAT_NATS", value_delimiter = ',')]
+    nats: Vec<String>,
+    /// This node's name in a cluster (logs, heartbeats) [default: a random one per start].
+    #[arg(long, env = "URING_CHAT_NODE_NAME")]
+    node_name: Option<String>,
     /// Log filter (error, warn, info, debug, trace, or a tracing directive); RUST_LOG wins when set.
     #[arg(long, env = "URING_CHAT_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -344,6 +356,8 @@ impl Config {
             )?,
             auth_leeway: cli.auth_leeway,
             tls: tls_files(cli.tls_cert, cli.tls_key)?,
+            nats: cli.nats,
+            node_name: cli.node_name,
             log_level: cli.log_level,
             log_format: cli.log_format,
         };
@@ -415,6 +429,14 @@ impl Config {
                 "--history-bytes must be at most half of --max-outbound-bytes ({}), so a replay never makes a slow consumer",
                 self.max_outbound_bytes / 2
             ));
+        }
+        if self.nats.iter().any(|url| url.trim().is_empty())
+            || self
+                .node_name
+                .as_ref()
+                .is_some_and(|name| name.trim().is_empty())
+        {
+            return Err("--nats URLs and --node-name must not be empty".into());
         }
         if self.max_rooms_per_user == 0 || self.max_rooms == 0 {
             return Err("--max-rooms-per-user and --max-rooms must be positive".into());

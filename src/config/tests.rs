@@ -129,3 +129,30 @@ fn auth_takes_one_key_from_a_flag_or_a_file() {
     );
     assert!(!format!("{:?}", parse(&["--auth-jwt-secret", "s3cret"]).unwrap()).contains("s3cret"));
 }
+
+#[test]
+fn nats_is_off_by_default_and_takes_repeats_commas_and_a_file() {
+    let parse = |extra: &[&str]| {
+        Config::from_args(std::iter::once("uring-chat").chain(extra.iter().copied()))
+    };
+    let single = parse(&[]).unwrap();
+    assert!(single.nats.is_empty() && single.node_name.is_none());
+    let urls = ["nats://a:4222", "nats://b:4222", "nats://c:4222"];
+    let repeated = parse(&["--nats", urls[0], "--nats", "nats://b:4222,nats://c:4222"]);
+    assert_eq!(repeated.unwrap().nats, urls);
+    let named = parse(&["--nats", urls[0], "--node-name", "east-1"]).unwrap();
+    assert_eq!(named.node_name.as_deref(), Some("east-1"));
+    assert!(parse(&["--nats", ""]).is_err(), "an empty URL");
+    assert!(parse(&["--node-name", ""]).is_err(), "an empty name");
+
+    let file = std::env::temp_dir().join(format!("uring-chat-nats-{}.toml", std::process::id()));
+    std::fs::write(
+        &file,
+        "nats = \"nats://a:4222,nats://b:4222\"\nnode-name = \"west\"\n",
+    )
+    .unwrap();
+    let from_file = parse(&["--config", file.to_str().unwrap()]).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(from_file.nats, urls[..2]);
+    assert_eq!(from_file.node_name.as_deref(), Some("west"));
+}

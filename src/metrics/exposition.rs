@@ -19,6 +19,7 @@ use prometheus_client::registry::Registry;
 use super::{CoreMetrics, REFUSALS};
 use crate::chat::counters::{ByKind, KINDS};
 use crate::chat::protocol::ErrorCode;
+use crate::cluster::{self, ClusterCounters};
 use crate::net::counters::{Counter, PerTransport, PASS_BUCKETS, TRANSPORTS};
 use crate::net::CloseReason;
 
@@ -32,9 +33,13 @@ pub struct Exposition {
 }
 
 impl Exposition {
-    pub fn new(cores: Vec<Arc<CoreMetrics>>) -> Exposition {
+    /// `cluster`: the bridge's counters, on a node of a cluster.
+    pub fn new(cores: Vec<Arc<CoreMetrics>>, cluster: Option<Arc<cluster::Shared>>) -> Exposition {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(Cores(cores)));
+        if let Some(cluster) = cluster {
+            registry.register_collector(Box::new(Cluster(cluster)));
+        }
         Exposition { registry }
     }
 
@@ -49,6 +54,73 @@ impl Exposition {
 
 #[derive(Debug)]
 struct Cores(Vec<Arc<CoreMetrics>>);
+
+/// The cluster bridge's counters and whether NATS is reachable (docs/CLUSTER.md).
+#[derive(Debug)]
+struct Cluster(Arc<cluster::Shared>);
+
+/// The bridge's counters: name, help, what to read.
+/// Reads one of the bridge's counters.
+type ReadCluster = fn(&ClusterCounters) -> u64;
+
+const CLUSTER_COUNTERS: [(&str, &str, ReadCluster); 7] = [
+    (
+        "uring_chat_cluster_published",
+        "Messages this node published to the other nodes (a broadcast counts once).",
+        |c| c.published.get(),
+    ),
+    (
+        "uring_chat_cluster_received",
+        "Messages from other nodes handed to this node's cores.",
+        |c| c.received.get(),
+    ),
+    (
+        "uring_chat_cluster_duplicates_dropped",
+        "Messages from other nodes dropped because they had arrived before.",
+        |c| c.duplicates.get(),
+    ),
+    (
+        "uring_chat_cluster_unavailable",
+        "Sends to other nodes refused because NATS could not be reached (CLUSTER_UNAVAILABLE).",
+        |c| c.refused.get(),
+    ),
+    (
+        "uring_chat_cluster_queue_full",
+        "Sends refused because the bridge's queue was full.",
+        |c| c.queue_full.get(),
+    ),
+    (
+        "uring_chat_cluster_slow_consumer_events",
+        "Times the NATS client reported this node falling behind a subscription.",
+        |c| c.slow_consumer.get(),
+    ),
+    (
+        "uring_chat_cluster_dead_nodes",
+        "Other nodes this node saw miss their heartbeats.",
+        |c| c.dead_nodes.get(),
+    ),
+];
+
+impl Collector for Cluster {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Written {
+        let connected = i64::from(self.0.is_connected());
+        let help = "1 while this node reaches NATS and its names bucket, else 0.";
+        metric(
+            &mut encoder,
+            "uring_chat_cluster_connected",
+            help,
+            MetricType::Gauge,
+            |m| m.encode_gauge(&connected),
+        )?;
+        for (name, help, read) in CLUSTER_COUNTERS {
+            let total = read(&self.0.counters);
+            metric(&mut encoder, name, help, MetricType::Counter, |m| {
+                m.encode_counter::<NoLabelSet, _, u64>(&total, None)
+            })?;
+        }
+        Ok(())
+    }
+}
 
 type Written = Result<(), std::fmt::Error>;
 /// Reads one number of a core.
@@ -135,6 +207,7 @@ impl Collector for Cores {
         })?;
         self.bytes(&mut encoder, "received", |c| &c.net.bytes_in)?;
         self.bytes(&mut encoder, "sent", |c| &c.net.bytes_out)?;
+        self.short_writes(&mut encoder)?;
         let help = "Error frames sent to clients, by code.";
         metric(
             &mut encoder,
@@ -242,6 +315,21 @@ impl Cores {
         })
     }
 
+    fn short_writes(&self, encoder: &mut DescriptorEncoder) -> Written {
+        let name = "uring_chat_short_writes";
+        let help =
+            "Writes to chat connections that sent part of what they offered (the socket was \
+            full); the rest goes first next time, over TLS the sealed record's tail as it was. By \
+            whether the connection is TLS.";
+        metric(encoder, name, help, MetricType::Counter, |m| {
+            for tls in [false, true] {
+                let total = self.sum(|core| core.net.short_writes(tls));
+                count(m, &[("tls", if tls { "true" } else { "false" })], total)?;
+            }
+            Ok(())
+        })
+    }
+
     fn pass_histogram(&self, encoder: &mut DescriptorEncoder) -> Written {
         let mut counts = [0u64; PASS_BUCKETS.len() + 1];
         let mut sum = 0.0;
@@ -298,8 +386,10 @@ mod tests {
         cores[1]
             .chat
             .sent(Transport::Tcp, b"{\"type\":\"chat\"}", 2);
+        cores[0].net.short_write(true);
+        cores[1].net.short_write(true);
         assert_eq!(CloseReason::ALL[SLOW_CONSUMER], CloseReason::SlowConsumer);
-        let text = Exposition::new(cores.to_vec()).encode();
+        let text = Exposition::new(cores.to_vec(), None).encode();
         for line in [
             "uring_chat_build_info{version=\"",
             "uring_chat_connections{transport=\"tcp\",core=\"0\"} 1\n",
@@ -309,6 +399,8 @@ mod tests {
             "uring_chat_slow_consumer_disconnects_total 1\n",
             "uring_chat_frames_sent_total{transport=\"tcp\",kind=\"chat\"} 7\n",
             "uring_chat_fan_out_pass_duration_seconds_bucket{le=\"+Inf\"} 0\n",
+            "uring_chat_short_writes_total{tls=\"false\"} 0\n",
+            "uring_chat_short_writes_total{tls=\"true\"} 2\n",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

@@ -538,8 +538,9 @@ impl Connection {
         }
     }
 
-    /// Accounts for a finished `writev` and returns the emptied batch vector. A failed write means
-    /// the peer is gone: what is queued is dropped and the socket shut down.
+    /// Accounts for a finished `writev` and returns the emptied batch vector; a short write is
+    /// counted, by whether the connection is TLS. A failed write means the peer is gone: what is
+    /// queued is dropped (a TLS record's unsent rest too) and the socket shut down.
     pub(crate) fn batch_written(
         &self,
         result: std::io::Result<usize>,
@@ -552,7 +553,9 @@ impl Connection {
                     .bytes_out
                     .get(self.transport)
                     .add(written as u64);
-                self.with_queue(|out| out.complete_batch(&mut batch, written));
+                if self.with_queue(|out| out.complete_batch(&mut batch, written)) {
+                    self.sockets.counters.short_write(self.tls.is_some());
+                }
             }
             Err(error) => {
                 tracing::debug!(conn = self.id, %error, "write failed");

@@ -111,8 +111,24 @@ pub struct NetCounters {
     pub outbound_queued: Gauge,
     /// Frames flood control refused.
     pub rate_limited: Counter,
+    /// Writes that sent some of what they offered, not all (the socket filled up), by whether the
+    /// connection is TLS ([`NetCounters::short_write`]). The rest goes out first next time, exactly
+    /// as it was: over TLS, the tail of a sealed record.
+    short_writes: [Counter; 2],
     /// How long each fan-out pass of the writer took.
     pub fan_out_passes: Histogram,
+}
+
+impl NetCounters {
+    /// Counts a short write on a plain (`tls` false) or TLS connection.
+    pub fn short_write(&self, tls: bool) {
+        self.short_writes[usize::from(tls)].add(1);
+    }
+
+    /// Short writes on plain (`tls` false) or TLS connections.
+    pub fn short_writes(&self, tls: bool) -> u64 {
+        self.short_writes[usize::from(tls)].get()
+    }
 }
 
 /// Counts frames handed to connections. The layer above names their kinds; it is called once per

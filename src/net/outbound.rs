@@ -136,11 +136,10 @@ impl OutQueue {
         self.frames.truncate(keep);
     }
 
-    /// Frees everything, the unsent rest of a TLS record too: the socket failed, and nothing more
-    /// will be written to it. (Kept, a sealed rest would be retried for ever.)
+    /// Frees everything, the unsent rest of a TLS record too: a write failed, and the peer is gone.
+    /// (Kept, that rest would be retried forever: each retry fails the same way.)
     pub fn abandon(&mut self) {
-        let queued: usize = self.frames.iter().map(OutFrame::len).sum();
-        self.owed -= queued;
+        self.owed -= self.frames.iter().map(OutFrame::len).sum::<usize>();
         self.frames.clear();
     }
 
@@ -182,8 +181,9 @@ impl OutQueue {
     }
 
     /// Accounts for a `writev` of `batch` that wrote `written` bytes: whatever was not written goes
-    /// back to the front of the queue, in order. Leaves `batch` empty for reuse.
-    pub fn complete_batch(&mut self, batch: &mut Vec<OutFrame>, written: usize) {
+    /// back to the front of the queue, in order. Leaves `batch` empty for reuse. True when the
+    /// write was short: some of the batch went out, not all.
+    pub fn complete_batch(&mut self, batch: &mut Vec<OutFrame>, written: usize) -> bool {
         self.owed -= written;
         let mut skip = written;
         let mut first_unwritten = batch.len();
@@ -198,6 +198,7 @@ impl OutQueue {
             }
             skip -= frame.len();
         }
+        let short = written > 0 && first_unwritten < batch.len();
         let rest_start = first_unwritten + usize::from(partial.is_some());
         for frame in batch.drain(rest_start..).rev() {
             self.frames.push_front(frame);
@@ -206,6 +207,7 @@ impl OutQueue {
             self.frames.push_front(partial);
         }
         batch.clear();
+        short
     }
 }
 
@@ -250,7 +252,8 @@ mod tests {
             }
             let mut batch = Vec::new();
             queue.take_batch(&mut batch);
-            queue.complete_batch(&mut batch, written);
+            let short = queue.complete_batch(&mut batch, written);
+            assert_eq!(short, (1..9).contains(&written), "written {written}");
             assert!(batch.is_empty());
             assert_eq!(queue.owed(), 9 - written);
             assert_eq!(
@@ -288,7 +291,7 @@ mod tests {
     }
 
     #[test]
-    fn clear_keeps_the_rest_of_a_sealed_record() {
+    fn clear_keeps_the_rest_of_a_sealed_record_and_abandon_drops_it() {
         let mut queue = OutQueue::default();
         queue.push(frame("abc"), 100).unwrap();
         let mut batch = Vec::new();
@@ -311,10 +314,10 @@ mod tests {
         assert_eq!(batch[0].as_bytes(), b"456789");
         queue.complete_batch(&mut batch, 0);
         queue.abandon();
-        assert!(
-            queue.is_empty(),
-            "a failed socket keeps nothing, not even a sealed rest"
+        assert_eq!(
+            (queue.owed(), queue.is_empty()),
+            (0, true),
+            "a failed write drops it"
         );
-        assert_eq!(queue.owed(), 0);
     }
 }

@@ -54,10 +54,12 @@ pub enum CloseReason {
     TlsFailed,
     /// The login timeout found the TLS handshake unfinished.
     TlsHandshakeTimeout,
+    /// In a cluster, another node took the user's name while this node was cut off from NATS.
+    NameLost,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 17] = [
+    pub const ALL: [CloseReason; 18] = [
         CloseReason::PeerClosed,
         CloseReason::Disconnect,
         CloseReason::Refused,
@@ -75,6 +77,7 @@ impl CloseReason {
         CloseReason::TlsPlaintext,
         CloseReason::TlsFailed,
         CloseReason::TlsHandshakeTimeout,
+        CloseReason::NameLost,
     ];
 
     /// The label in metrics.
@@ -97,6 +100,7 @@ impl CloseReason {
             CloseReason::TlsPlaintext => "tls_plaintext",
             CloseReason::TlsFailed => "tls_failed",
             CloseReason::TlsHandshakeTimeout => "tls_handshake_timeout",
+            CloseReason::NameLost => "name_lost",
         }
     }
 
@@ -114,7 +118,8 @@ impl CloseReason {
             | CloseReason::Flood
             | CloseReason::AuthRequired
             | CloseReason::AuthFailed
-            | CloseReason::TlsHandshakeTimeout => 1008,
+            | CloseReason::TlsHandshakeTimeout
+            | CloseReason::NameLost => 1008,
             CloseReason::FrameTooLarge => 1009,
             CloseReason::Refused => 1013,
         }

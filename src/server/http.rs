@@ -14,7 +14,8 @@
 //! goes on in the same session. Plain text, a failed handshake and one still unfinished at the
 //! deadline are closed and counted as on the chat port.
 //! `/readyz` answers 503 from the moment the server starts draining, so that a load balancer stops
-//! sending new clients while the existing ones are told `SERVER_SHUTDOWN` and flushed.
+//! sending new clients while the existing ones are told `SERVER_SHUTDOWN` and flushed; and, on a
+//! node of a cluster, while it is cut off from NATS (new logins would get `CLUSTER_UNAVAILABLE`).
 
 use std::cell::Cell;
 use std::net::{Shutdown, SocketAddr};
@@ -328,8 +329,17 @@ fn route(core: &Core, head: &RequestHead, routes: Routes) -> Vec<u8> {
     }
     match path {
         "/healthz" => response(200, &[], "ok\n", head_only),
-        "/readyz" if core.takes_input() => response(200, &[], "ready\n", head_only),
-        "/readyz" => response(503, &[], "draining\n", head_only),
+        "/readyz" if !core.takes_input() => response(503, &[], "draining\n", head_only),
+        "/readyz"
+            if core
+                .shard
+                .cluster
+                .as_ref()
+                .is_some_and(|c| !c.is_connected()) =>
+        {
+            response(503, &[], "cut off from the cluster (NATS)\n", head_only)
+        }
+        "/readyz" => response(200, &[], "ready\n", head_only),
         _ => {
             let metrics = core.exposition.encode();
             response(200, &[("Content-Type", METRICS_TYPE)], &metrics, head_only)

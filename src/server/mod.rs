@@ -29,9 +29,12 @@ use self::http::{HttpPort, Routes};
 use crate::auth::{self, Verifier};
 use crate::chat::directory::Directory;
 use crate::chat::protocol::{self, ErrorCode};
+use crate::chat::remote::CoreLink;
 use crate::chat::rooms::directory::RoomDirectory;
+use crate::chat::shard::Shared as ChatShared;
 use crate::chat::{Shard, ShardMsg};
-use crate::config::{AuthKey, Config, RING_CQ_ENTRIES};
+use crate::cluster::{self, Cluster};
+use crate::config::{self as defaults, AuthKey, Config, RING_CQ_ENTRIES};
 use crate::hub::router::INBOX_BATCHES;
 use crate::hub::{Inbox, Mail, Outbox, Router};
 use crate::metrics::{CoreMetrics, Exposition};
@@ -47,6 +50,8 @@ pub struct Server {
     metrics_addr: Option<SocketAddr>,
     inboxes: Vec<Outbox<ShardMsg>>,
     threads: Vec<JoinHandle<()>>,
+    /// The cluster bridge, on a node of a cluster; it ends after the cores.
+    bridge: Option<JoinHandle<()>>,
     exits: flume::Receiver<CoreExit>,
     /// The certificate of every port, which [`Server::reload_tls`] replaces.
     tls: Option<tls::Certificate>,
@@ -101,10 +106,26 @@ impl Server {
         if let Some(files) = &config.tls {
             tracing::info!(cert = %files.cert.display(), "TLS on every port");
         }
+        let directory = Arc::new(Directory::default());
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..config.cores)
+            .map(|_| flume::bounded(INBOX_BATCHES))
+            .unzip();
+        let node: u32 = rand::random();
+        let (cluster, bridge) = match config.nats.is_empty() {
+            true => (None, None),
+            false => {
+                let link = CoreLink::new(senders.clone(), directory.clone());
+                let (cluster, bridge) =
+                    cluster::bridge::start(cluster_settings(&config, node), link)?;
+                (Some(cluster), Some(bridge))
+            }
+        };
         let shared = Shared {
             auth: verifier,
             tls,
-            directory: Arc::new(Directory::default()),
+            node,
+            cluster,
+            directory,
             rooms: Arc::new(RoomDirectory::new(config.max_rooms)),
             admission: Arc::new(Admission::new(
                 config.max_connections,
@@ -112,11 +133,9 @@ impl Server {
             )),
         };
         let metrics: Vec<Arc<CoreMetrics>> = (0..config.cores).map(CoreMetrics::new).collect();
-        let exposition = Arc::new(Exposition::new(metrics.clone()));
+        let cluster_counters = shared.cluster.as_ref().map(|c| c.shared().clone());
+        let exposition = Arc::new(Exposition::new(metrics.clone(), cluster_counters));
         let config = Arc::new(config);
-        let (senders, receivers): (Vec<_>, Vec<_>) = (0..config.cores)
-            .map(|_| flume::bounded(INBOX_BATCHES))
-            .unzip();
         let (exit_tx, exits) = flume::unbounded();
         let mut threads = Vec::with_capacity(config.cores);
         for (id, (listener, inbox)) in listeners.into_iter().zip(receivers).enumerate() {
@@ -161,6 +180,7 @@ impl Server {
             inboxes: senders,
             tls: shared.tls.clone(),
             threads,
+            bridge,
             exits,
         })
     }
@@ -209,6 +229,11 @@ impl Server {
         for thread in self.threads {
             let _ = thread.join();
         }
+        // The cores' handles on the cluster are gone with them: the bridge sends their last
+        // releases and ends.
+        if let Some(bridge) = self.bridge {
+            let _ = bridge.join();
+        }
         for exit in self.exits.try_iter() {
             if let (Err(error), None) = (exit.result, &first_error) {
                 first_error = Some(error);
@@ -225,9 +250,28 @@ struct Shared {
     auth: Option<Verifier>,
     /// The certificate of every port; `None` serves plain text.
     tls: Option<tls::Certificate>,
+    /// This node's tag (docs/CLUSTER.md), random per start, in bytes 1 to 4 of every userID.
+    node: u32,
+    cluster: Option<Cluster>,
     directory: Arc<Directory>,
     rooms: Arc<RoomDirectory>,
     admission: Arc<Admission>,
+}
+
+/// What the cluster bridge needs, from the flags and the named defaults.
+fn cluster_settings(config: &Config, node: u32) -> cluster::Settings {
+    let node_name = (config.node_name.clone()).unwrap_or_else(|| format!("node-{node:08x}"));
+    cluster::Settings {
+        urls: config.nats.clone(),
+        node_name,
+        tag: node,
+        subject_prefix: defaults::CLUSTER_SUBJECT_PREFIX.into(),
+        bucket: defaults::CLUSTER_USERS_BUCKET.into(),
+        heartbeat: defaults::CLUSTER_HEARTBEAT,
+        missed_heartbeats: defaults::CLUSTER_MISSED_HEARTBEATS,
+        queue: defaults::CLUSTER_QUEUE,
+        request_timeout: defaults::CLUSTER_REQUEST_TIMEOUT,
+    }
 }
 
 /// Says whether logins need a token, and warns about an HS256 secret too short to be safe.
@@ -331,8 +375,12 @@ fn run_core(parts: CoreParts, config: Arc<Config>) -> Result<(), String> {
             id,
             config.clone(),
             shared.auth,
-            shared.directory,
-            shared.rooms,
+            ChatShared {
+                directory: shared.directory,
+                room_directory: shared.rooms,
+                node: shared.node,
+                cluster: shared.cluster,
+            },
             router,
             counters,
         );

@@ -83,7 +83,8 @@ impl<I: Inbound> Inbound for Tls<I> {
             return self.inner.take_frames(core, conn, session, buf);
         };
         // The session's borrow ends here: framing below replies, and replies reach the writer.
-        // An empty `buf` is the first turn, before any read: only `plain` may hold something.
+        // An empty `buf` (the turn before the first read, or the one after a login's answer)
+        // brings no ciphertext: only `plain` may hold frames.
         let (result, handshake_done) = if buf.is_empty() {
             (Ok(Progress::default()), false)
         } else {
@@ -130,6 +131,7 @@ async fn serve(core: Rc<Core>, conn: Rc<Connection>, mut inbound: impl Inbound, 
     let mut session: Option<Session> = None;
     let mut small_reads = 0u8;
     inbound.take_frames(&core, &conn, &mut session, &mut buf);
+    settle_login(&core, &conn, &mut inbound, &mut session, &mut buf).await;
     loop {
         let (len, capacity) = (buf.len(), buf.capacity());
         let (result, slice) = conn.stream().read(buf.slice(len..capacity)).await;
@@ -154,6 +156,7 @@ async fn serve(core: Rc<Core>, conn: Rc<Connection>, mut inbound: impl Inbound, 
             continue;
         }
         inbound.take_frames(&core, &conn, &mut session, &mut buf);
+        settle_login(&core, &conn, &mut inbound, &mut session, &mut buf).await;
         if conn.is_closing() {
             session::logout(shard, &conn, &mut session);
             buf.clear();
@@ -165,6 +168,25 @@ async fn serve(core: Rc<Core>, conn: Rc<Connection>, mut inbound: impl Inbound, 
     session::logout(shard, &conn, &mut session);
     conn.set_closed();
     core.forget(&conn);
+}
+
+/// In a cluster, a login waits for the names bucket's answer (docs/CLUSTER.md): no read is in
+/// flight meanwhile, so nothing else of this connection is acted on; the core runs on. Then the
+/// frames that followed the login in the same read get their turn. On a single node no login is
+/// ever pending, and this is one test of an `Option`.
+async fn settle_login(
+    core: &Rc<Core>,
+    conn: &Rc<Connection>,
+    inbound: &mut impl Inbound,
+    session: &mut Option<Session>,
+    buf: &mut Vec<u8>,
+) {
+    while let Some(answer) = session::pending_claim(session) {
+        let outcome = answer.recv_async().await;
+        let outcome = outcome.unwrap_or(crate::cluster::ClaimOutcome::Unavailable);
+        session::settle_login(&core.shard, conn, session, outcome);
+        inbound.take_frames(core, conn, session, buf);
+    }
 }
 
 /// Newline-delimited JSON (or objects back to back), split by [`FrameDecoder`].
@@ -191,6 +213,10 @@ impl Inbound for Lines {
                 Event::TooLarge => conn.finish(too_large(core), CloseReason::FrameTooLarge),
             }
             if conn.is_closing() {
+                return;
+            }
+            if session::is_pending(session) {
+                // The rest waits for the login's answer: `serve` calls again once it is in.
                 return;
             }
         }

@@ -14,10 +14,14 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// File descriptors kept back from the connection budget: rings, listeners, eventfds, logs.
 pub const RESERVED_FDS: u64 = 64;
 
-/// Builds and drops a tiny ring, turning the usual refusals into advice.
+/// Builds and drops a tiny ring, turning the usual refusals into advice. On a thread of its own:
+/// the kernel tears a ring down later, in a worker that interrupts the thread that made it (task
+/// work sent like a signal), and a blocking socket read with a timeout on that thread then fails
+/// with EINTR. The caller (main, or a test that then reads its sockets) must not be that thread.
 pub fn check_io_uring() -> Result<(), String> {
-    match tokio_uring::uring_builder().build(8) {
-        Ok(_) => Ok(()),
+    let probe = std::thread::spawn(|| tokio_uring::uring_builder().build(8).map(drop));
+    match probe.join().expect("building a ring does not panic") {
+        Ok(()) => Ok(()),
         Err(error) => Err(explain_io_uring_error(&error)),
     }
 }

@@ -101,6 +101,12 @@ impl Inbound for Messages {
             if conn.is_closing() {
                 break;
             }
+            if session::is_pending(session) {
+                // The rest waits for the login's answer (reader::settle_login calls again).
+                let consumed = buf.len() - input.len();
+                buf.drain(..consumed);
+                return;
+            }
         }
         // tungstenite has taken in everything it was given (and keeps a partial frame itself).
         buf.clear();

@@ -1,16 +1,23 @@
-//! Test harness: the real server in-process on port 0, and a line-oriented TCP client.
+//! Test harness: the real server in-process on port 0, and a line-oriented client over plain TCP
+//! or TLS.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustls::ClientConfig;
 use serde_json::Value;
 use uring_chat::config::Config;
 use uring_chat::server::Server;
 
+pub mod cluster;
+pub mod stream;
 pub mod tls;
 pub mod ws;
+
+use stream::{ClientReader, ClientWriter};
 
 /// How long a client waits for a frame before the test fails (not a timing goal: a hang guard).
 pub const READ_TIMEOUT: Duration = Duration::from_secs(15);
@@ -23,6 +30,11 @@ pub struct TestServer {
     pub http: Option<SocketAddr>,
     /// The metrics port, when a test gives `/metrics` one of its own.
     pub metrics: Option<SocketAddr>,
+    /// The client settings when the chat port speaks TLS: `connect` and `login` then hand out TLS
+    /// clients.
+    pub tls: Option<Arc<ClientConfig>>,
+    /// The certificate files of a server that made its own ([`TestServer::start_tls_with`]).
+    pki: Option<tls::Pki>,
 }
 
 impl TestServer {
@@ -48,15 +60,54 @@ impl TestServer {
             addr,
             http,
             metrics,
+            tls: None,
+            pki: None,
         }
     }
 
+    /// A client on the chat port, over TLS when the server speaks it (handshake done).
     pub fn connect(&self) -> Client {
-        Client::connect(self.addr)
+        let socket = TcpStream::connect(self.addr).expect("connect");
+        Client::over(socket, self.tls.clone()).expect("TLS handshake")
     }
 
+    /// A client logged in as `name`; panics unless the reply is a connect_response.
     pub fn login(&self, name: &str) -> Client {
-        Client::login(self.addr, name)
+        self.connect().logged_in(name)
+    }
+
+    /// A client logged in as `name` whose receive buffer is pinned small, so that loopback
+    /// autotuning (up to 32 MB here) cannot absorb what it does not read.
+    pub fn login_with_small_receive_buffer(&self, name: &str) -> Client {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(SMALL_RECEIVE_BUFFER).unwrap();
+        socket.connect(&self.addr.into()).unwrap();
+        let client = Client::over(socket.into(), self.tls.clone()).expect("TLS handshake");
+        client.logged_in(name)
+    }
+
+    /// The value of one series in a `/metrics` scrape (from the metrics port if the server has
+    /// one, else the HTTP port; over https when the server speaks TLS, as all its ports then
+    /// do), 0 when absent. `series` is the name with its labels, as written:
+    /// `uring_chat_short_writes_total{tls="true"}`.
+    pub fn metric(&self, series: &str) -> f64 {
+        let addr = (self.metrics.or(self.http)).expect("a port that serves /metrics");
+        let answer = match &self.tls {
+            Some(config) => tls::https_get_with(addr, config.clone(), "/metrics"),
+            None => {
+                let mut stream = TcpStream::connect(addr).unwrap();
+                stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+                write!(stream, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+                let mut answer = String::new();
+                stream.read_to_string(&mut answer).unwrap();
+                answer
+            }
+        };
+        let prefix = format!("{series} ");
+        (answer.lines())
+            .find_map(|line| line.strip_prefix(&prefix))
+            .map_or(0.0, |value| value.parse().unwrap())
     }
 
     /// Logs users in (named `{prefix}{i}`) until every core holds at least `per_core` of them.
@@ -99,34 +150,96 @@ impl Drop for TestServer {
     }
 }
 
-/// A protocol client over a real socket.
+/// What [`TestServer::login_with_small_receive_buffer`] pins SO_RCVBUF to (the kernel doubles it).
+pub const SMALL_RECEIVE_BUFFER: usize = 4096;
+
+/// Which wire a suite's test body talks over; [`over_tcp_and_tls!`] runs a body over both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Over {
+    Tcp,
+    /// TLS on the chat port, with clients that trust the test CA.
+    Tls,
+}
+
+impl Over {
+    pub fn start(self) -> TestServer {
+        self.start_with(|_| {})
+    }
+
+    pub fn start_with(self, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        match self {
+            Over::Tcp => TestServer::start_with(adjust),
+            Over::Tls => TestServer::start_tls_with(adjust),
+        }
+    }
+
+    /// The `tls` label of the metrics that tell the two apart.
+    pub fn tls_label(self) -> &'static str {
+        match self {
+            Over::Tcp => "false",
+            Over::Tls => "true",
+        }
+    }
+}
+
+/// Emits two tests for each test body named (a `fn name(over: Over)`): `tcp::name` over plain TCP
+/// and `tls::name` through TLS clients. The protocol does not depend on the wire, so the same
+/// suite proves both. A body left out of the list is dead code, which the lints refuse.
+#[macro_export]
+macro_rules! over_tcp_and_tls {
+    ($($name:ident),+ $(,)?) => {
+        mod tcp {
+            $(#[test]
+            fn $name() {
+                super::$name($crate::common::Over::Tcp)
+            })+
+        }
+        mod tls {
+            $(#[test]
+            fn $name() {
+                super::$name($crate::common::Over::Tls)
+            })+
+        }
+    };
+}
+
+/// A protocol client over a real socket, plain or TLS.
 pub struct Client {
-    writer: TcpStream,
-    reader: BufReader<TcpStream>,
+    writer: ClientWriter,
+    reader: BufReader<ClientReader>,
     pub user_id: String,
     pub username: String,
     pub core: usize,
 }
 
 impl Client {
+    /// A plain TCP client (whatever the server speaks: some tests send plain text to TLS).
     pub fn connect(addr: SocketAddr) -> Client {
         Client::from_stream(TcpStream::connect(addr).expect("connect"))
     }
 
-    /// Connects and logs in; panics unless the reply is a connect_response.
+    /// A plain TCP client, logged in; panics unless the reply is a connect_response.
     pub fn login(addr: SocketAddr, name: &str) -> Client {
-        let mut client = Client::connect(addr);
-        client.send(&serde_json::json!({"type": "connect", "content": name}).to_string());
-        let reply = client.next_reply();
+        Client::connect(addr).logged_in(name)
+    }
+
+    /// Logs in as `name`; panics unless the reply is a connect_response.
+    pub fn logged_in(mut self, name: &str) -> Client {
+        self.send(&serde_json::json!({"type": "connect", "content": name}).to_string());
+        let reply = self.next_reply();
         assert_eq!(
             reply["type"], "connect_response",
             "login of {name}: {reply}"
         );
-        let content = content_of(&reply);
-        client.user_id = content["userID"].as_str().unwrap().to_string();
-        client.username = name.to_string();
-        client.core = content["core"].as_u64().unwrap() as usize;
-        client
+        self.take_identity(name, &reply);
+        self
+    }
+
+    fn take_identity(&mut self, name: &str, reply: &Value) {
+        let content = content_of(reply);
+        self.user_id = content["userID"].as_str().unwrap().to_string();
+        self.username = name.to_string();
+        self.core = content["core"].as_u64().unwrap() as usize;
     }
 
     /// Writes `line` and a newline.
@@ -193,7 +306,8 @@ impl Client {
         assert_eq!(frame["content"], token);
     }
 
-    /// Reads and discards until the server closes; panics if it does not within the read timeout.
+    /// Reads and discards until the server closes; panics if it does not within the read timeout,
+    /// and over TLS if the close comes without close_notify (a reset is a close on either wire).
     pub fn expect_closed(&mut self) -> Vec<Value> {
         let mut frames = Vec::new();
         loop {
@@ -207,13 +321,15 @@ impl Client {
         }
     }
 
-    /// A second handle for writing from another thread while this one reads.
-    pub fn writer_clone(&self) -> TcpStream {
+    /// A second handle for writing from another thread while this one reads (over TLS, to the
+    /// same session).
+    pub fn writer_clone(&self) -> ClientWriter {
         self.writer.try_clone().unwrap()
     }
 
+    /// A half-close (over TLS, close_notify and then the FIN).
     pub fn shutdown_write(&self) {
-        let _ = self.writer.shutdown(Shutdown::Write);
+        let _ = self.writer.shutdown_write();
     }
 
     /// Reads whatever arrives within `window` without parsing it; for tests that count bytes.
@@ -223,6 +339,7 @@ impl Client {
         let mut buf = [0u8; 65536];
         self.reader
             .get_ref()
+            .socket()
             .set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
         while Instant::now() < deadline {
@@ -234,6 +351,7 @@ impl Client {
         }
         self.reader
             .get_ref()
+            .socket()
             .set_read_timeout(Some(READ_TIMEOUT))
             .unwrap();
         total
@@ -258,29 +376,24 @@ pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 }
 
 impl Client {
-    /// A client whose receive buffer is pinned small, so that loopback autotuning (up to 32 MB
-    /// here) cannot absorb what it does not read.
-    pub fn login_with_small_receive_buffer(addr: SocketAddr, name: &str) -> Client {
-        let socket =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        socket.connect(&addr.into()).unwrap();
-        let mut client = Client::from_stream(socket.into());
-        assert!(client.try_login(name));
-        client
+    /// Wraps a plain socket that was connected (and perhaps configured) by the test itself.
+    pub fn from_stream(stream: TcpStream) -> Client {
+        Client::over(stream, None).expect("a plain socket splits")
     }
 
-    /// Wraps a socket that was connected (and perhaps configured) by the test itself.
-    pub fn from_stream(stream: TcpStream) -> Client {
-        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-        stream.set_nodelay(true).unwrap();
-        Client {
-            reader: BufReader::new(stream.try_clone().unwrap()),
-            writer: stream,
+    /// Wraps a connected socket, over TLS when `tls` is given: the handshake is done here, and
+    /// its failure (an untrusted certificate) is the error.
+    pub fn over(stream: TcpStream, tls: Option<Arc<ClientConfig>>) -> std::io::Result<Client> {
+        stream.set_read_timeout(Some(READ_TIMEOUT))?;
+        stream.set_nodelay(true)?;
+        let (reader, writer) = stream::split(stream, tls)?;
+        Ok(Client {
+            reader: BufReader::new(reader),
+            writer,
             user_id: String::new(),
             username: String::new(),
             core: usize::MAX,
-        }
+        })
     }
 
     /// The next frame, or `None` once the server has closed the connection (EOF or reset).
@@ -309,10 +422,7 @@ impl Client {
             match frame["type"].as_str() {
                 Some("presence") => continue,
                 Some("connect_response") => {
-                    let content = content_of(&frame);
-                    self.user_id = content["userID"].as_str().unwrap().to_string();
-                    self.username = name.to_string();
-                    self.core = content["core"].as_u64().unwrap() as usize;
+                    self.take_identity(name, &frame);
                     return true;
                 }
                 _ => return false,

@@ -4,6 +4,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use rcgen::{
@@ -60,12 +61,30 @@ impl Pki {
         self.dir.join("ca.pem")
     }
 
+    /// The real server with TLS on its chat port; its `connect` and `login` hand out clients
+    /// that trust this CA.
     pub fn server(&self, adjust: impl FnOnce(&mut Config)) -> TestServer {
         let files = self.files();
-        TestServer::start_with(|config| {
+        let mut server = TestServer::start_with(|config| {
             config.tls = Some(files);
             adjust(config);
-        })
+        });
+        server.tls = Some(client_config(std::slice::from_ref(&self.ca)));
+        server
+    }
+}
+
+impl TestServer {
+    /// The real server with TLS on its chat port, on a PKI of its own that lives as long as it.
+    pub fn start_tls_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        static SERVERS: AtomicUsize = AtomicUsize::new(0);
+        let pki = Pki::new(&format!(
+            "server{}",
+            SERVERS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut server = pki.server(adjust);
+        server.pki = Some(pki);
+        server
     }
 }
 
@@ -94,16 +113,28 @@ pub fn connect(
     addr: SocketAddr,
     ca: &CertificateDer<'static>,
 ) -> StreamOwned<ClientConnection, TcpStream> {
+    connect_with(addr, client_config(std::slice::from_ref(ca)))
+}
+
+/// A rustls client stream to `addr`, for the name localhost, with `config`.
+pub fn connect_with(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+) -> StreamOwned<ClientConnection, TcpStream> {
     let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
     let name = ServerName::try_from("localhost").unwrap();
-    let conn = ClientConnection::new(client_config(std::slice::from_ref(ca)), name).unwrap();
-    StreamOwned::new(conn, tcp)
+    StreamOwned::new(ClientConnection::new(config, name).unwrap(), tcp)
 }
 
 /// GET `path` over https (the HTTP port with TLS on): the whole answer, once the server closed.
 pub fn https_get(addr: SocketAddr, ca: &CertificateDer<'static>, path: &str) -> String {
-    let mut stream = connect(addr, ca);
+    https_get_with(addr, client_config(std::slice::from_ref(ca)), path)
+}
+
+/// [`https_get`] with client settings of its own.
+pub fn https_get_with(addr: SocketAddr, config: Arc<ClientConfig>, path: &str) -> String {
+    let mut stream = connect_with(addr, config);
     write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
     stream.flush().unwrap();
     let mut answer = String::new();
@@ -111,13 +142,4 @@ pub fn https_get(addr: SocketAddr, ca: &CertificateDer<'static>, path: &str) -> 
         .read_to_string(&mut answer)
         .expect("an answer, then close_notify");
     answer
-}
-
-/// `uring_chat_connections_closed_total{reason}`, scraped over https from `http`.
-pub fn closed(http: SocketAddr, ca: &CertificateDer<'static>, reason: &str) -> f64 {
-    let answer = https_get(http, ca, "/metrics");
-    let series = format!("uring_chat_connections_closed_total{{reason=\"{reason}\"}} ");
-    (answer.lines())
-        .find_map(|line| line.strip_prefix(&series))
-        .map_or(0.0, |value| value.parse().unwrap())
 }

@@ -93,7 +93,7 @@ mod tests {
     #[test]
     fn a_repeated_join_keeps_the_first_ticket_and_leaving_forgets_the_room() {
         let mut rooms = LocalRooms::default();
-        let user = UserId::new(0);
+        let user = UserId::new(0, 0);
         let room: RoomName = "a".into();
         let first = rooms.request_join(user, &room);
         let again = rooms.request_join(user, &room);
