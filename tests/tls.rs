@@ -34,6 +34,7 @@ fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
             Ok(0) => return got,
             Ok(n) => got.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => panic!("expected a close, got {e}"),
         }
     }
