@@ -53,8 +53,11 @@ fn direct_expects_one_delivery_per_message() {
 
 #[test]
 fn slow_clients_are_excluded_and_disconnections_counted() {
-    // 10% of 50 clients never read; the mock kicks a client past 64 KiB queued.
-    let mock = common::mock::start(64 * 1024);
+    // 10% of 50 clients never read; the mock kicks a client past 256 KiB queued. A reading
+    // client would have to stall for a quarter of a second to be kicked (at 64 KiB, a test run
+    // beside compiles on two CPUs kicked 44 readers); a slow one is sent ~1.2 MB, well past the
+    // threshold plus what the kernel buffers.
+    let mock = common::mock::start(256 * 1024);
     let r = loadgen::run(&opts(
         mock.addr.port(),
         &["--slow-clients", "10", "--rate", "1000", "--size", "1024"],
