@@ -510,3 +510,32 @@ fn promtool_accepts_a_cluster_nodes_scrape() {
         "the broadcast, at least"
     );
 }
+
+/// One sender's broadcasts and direct messages to a user of another node travel two NATS subjects
+/// (the lobby and the node's own), and still arrive in the order they were sent, as on one node.
+#[test]
+fn broadcasts_and_direct_messages_keep_their_order_across_nodes() {
+    let Some(nats) = Nats::start("broadcasts_and_direct_messages_keep_their_order") else {
+        return;
+    };
+    let a = Node::start(&nats, "a", 1);
+    let b = Node::start(&nats, "b", 1);
+    let mut reader = b.login("reader");
+    let mut sender = a.login("sender");
+    until_users(&mut reader, 2);
+    // Within the default flood burst (100 frames), so that every frame is acted on.
+    let count = 90;
+    let mut burst = String::new();
+    for i in 0..count {
+        match i % 3 {
+            0 => burst.push_str(&direct(&reader, &format!("{i}"))),
+            _ => burst.push_str(&chat(&format!("{i}"))),
+        }
+        burst.push('\n');
+    }
+    sender.send_bytes(burst.as_bytes());
+    for i in 0..count {
+        let frame = next_chat(&mut reader);
+        assert_eq!(frame["content"], format!("{i}"), "frame {i}: {frame}");
+    }
+}

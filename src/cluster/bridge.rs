@@ -14,9 +14,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_nats::jetstream::kv::{self, Store, Watch};
-use async_nats::{Client, ConnectOptions, Event};
+use async_nats::{Client, ConnectOptions, Event, Subscriber};
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
 
 use super::bucket::{Done, Mine};
 use super::envelope::{self, Dedup};
@@ -173,8 +174,11 @@ async fn run<D: Deliver>(
                 Ok(out) => bridge.outgoing(out, &mut tasks).await,
                 Err(_) => break,
             },
-            Some(message) = lobby.next() => bridge.arrived(true, message.payload).await,
-            Some(message) = direct.next() => bridge.arrived(false, message.payload).await,
+            first = next_arrival(&mut lobby, &mut direct) => {
+                for (on_lobby, message) in in_publish_order(first, &mut lobby, &mut direct) {
+                    bridge.arrived(on_lobby, message).await;
+                }
+            }
             Some(message) = beats.next() => bridge.beat(&message.payload),
             entry = next_entry(&mut watch) => match entry {
                 Some(Ok(entry)) => bridge.watched(entry, &mut tasks).await,
@@ -203,6 +207,39 @@ async fn run<D: Deliver>(
     };
     let _ = tokio::time::timeout(limit, finish).await;
     tracing::info!("cluster bridge stopped");
+}
+
+/// The next message on the lobby (`true`) or on this node's subject; pending once both end.
+async fn next_arrival(lobby: &mut Subscriber, direct: &mut Subscriber) -> (bool, Bytes) {
+    tokio::select! {
+        Some(message) = lobby.next() => (true, message.payload),
+        Some(message) = direct.next() => (false, message.payload),
+        else => std::future::pending().await,
+    }
+}
+
+/// `first` and every message already waiting on either subscription, each origin's in the order
+/// it published them. NATS delivers one publisher's messages to one subscriber in order across
+/// subjects, and async-nats hands them to the subscriptions in that order, but two subscriptions
+/// are two queues: taking whichever is ready could put a sender's direct message before the
+/// broadcast it sent first. Anything published earlier than a waiting message is waiting too, so
+/// sorting what waits by (origin, seq) restores the order; the sort is stable and cheap (the
+/// batch is what arrived during one turn of the loop).
+fn in_publish_order(
+    first: (bool, Bytes),
+    lobby: &mut Subscriber,
+    direct: &mut Subscriber,
+) -> Vec<(bool, Bytes)> {
+    let mut batch = vec![first];
+    for (on_lobby, subscription) in [(true, lobby), (false, direct)] {
+        while let Some(Some(message)) = subscription.next().now_or_never() {
+            batch.push((on_lobby, message.payload));
+        }
+    }
+    if batch.len() > 1 {
+        batch.sort_by_key(|(_, message)| envelope::decode(message).map(|e| (e.origin, e.seq)));
+    }
+    batch
 }
 
 async fn next_entry(watch: &mut Option<Watch>) -> Option<Result<kv::Entry, kv::WatcherError>> {
