@@ -107,6 +107,7 @@ async fn run<D: Deliver>(
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connection_timeout(settings.request_timeout)
+        .subscription_capacity(settings.subscription_capacity)
         .reconnect_delay_callback(|attempts| {
             let millis = (attempts as u64 * 100).min(RECONNECT_DELAY_MAX_MS);
             std::time::Duration::from_millis(millis)
