@@ -1,5 +1,5 @@
-//! Cluster tests' harness (tests/cluster.rs): a nats-server of their own, and nodes as separate
-//! processes of the binary.
+//! Cluster tests' harness (tests/cluster.rs, tests/cluster_faults.rs): a nats-server of their
+//! own, and nodes as separate processes of the binary.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
