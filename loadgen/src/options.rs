@@ -201,9 +201,10 @@ pub struct Options {
     /// Exit non-zero when more deliveries than this are lost: a count (100) or a percentage (0.1%).
     #[arg(long, value_parser = parse_loss)]
     pub max_loss: Option<LossLimit>,
-    /// Server process to charge CPU to (utime+stime from /proc/PID/stat over the measured window).
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// Server process to charge CPU to (utime+stime from /proc/PID/stat over the measured window);
+    /// repeat it or separate with commas to charge the sum of several (a cluster's nodes and NATS).
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     /// Percentage of clients that log in and then never read (slow consumers).
     #[arg(long, default_value_t = 0.0)]
     pub slow_clients: f64,
@@ -296,7 +297,7 @@ impl Options {
         }
         validate_mixed(o).map_err(Error::Config)?;
         validate_rooms(o).map_err(Error::Config)?;
-        if let Some(pid) = o.server_pid {
+        for &pid in &o.server_pid {
             crate::limits::proc_cpu_ns(pid).map_err(|e| {
                 Error::Config(format!(
                     "--server-pid {pid}: cannot read /proc/{pid}/stat: {e}"

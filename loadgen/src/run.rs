@@ -324,8 +324,13 @@ impl<'a> Session<'a> {
         self.cpu_clocks.iter().map(|&c| limits::clock_ns(c)).sum()
     }
 
+    /// The server processes' CPU summed, or `None` without `--server-pid` or if one has gone.
     fn server_cpu(&self) -> Option<u64> {
-        self.o.server_pid.and_then(|p| limits::proc_cpu_ns(p).ok())
+        let pids = &self.o.server_pid;
+        if pids.is_empty() {
+            return None;
+        }
+        pids.iter().map(|&p| limits::proc_cpu_ns(p).ok()).sum()
     }
 
     /// Sends a command to every worker and collects one reply from each.

@@ -108,6 +108,7 @@ async fn run<D: Deliver>(
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connection_timeout(settings.request_timeout)
+        .subscription_capacity(settings.subscription_capacity)
         .reconnect_delay_callback(|attempts| {
             let millis = (attempts as u64 * 100).min(RECONNECT_DELAY_MAX_MS);
             std::time::Duration::from_millis(millis)
@@ -353,11 +354,17 @@ impl<D: Deliver> Bridge<D> {
             Event::Connected => self.set_up(tasks),
             Event::Disconnected => self.lost(),
             Event::SlowConsumer(sid) => {
-                self.shared.counters.slow_consumer.bump();
-                tracing::warn!(
-                    subscription = sid,
-                    "this node fell behind NATS (slow consumer): messages were dropped"
-                );
+                // One event per dropped message: log the 1st, 2nd, 4th, 8th... so a flood of them
+                // costs a few lines, each with the count so far.
+                let events = &self.shared.counters.slow_consumer;
+                events.bump();
+                if events.get().is_power_of_two() {
+                    tracing::warn!(
+                        subscription = sid,
+                        events = events.get(),
+                        "this node fell behind NATS (slow consumer): messages were dropped"
+                    );
+                }
             }
             other => tracing::info!(event = %other, "NATS"),
         }

@@ -49,6 +49,8 @@ pub struct Settings {
     pub heartbeat: Duration,
     pub missed_heartbeats: u32,
     pub queue: usize,
+    /// Messages a subscription holds before the NATS client drops and reports a slow consumer.
+    pub subscription_capacity: usize,
     pub request_timeout: Duration,
 }
 

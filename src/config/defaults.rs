@@ -80,6 +80,10 @@ pub const CLUSTER_MISSED_HEARTBEATS: u32 = 3;
 /// Messages the cores may queue for the cluster bridge. A core never waits on it: past it a send
 /// is refused and answered as if the cluster were unreachable (`CLUSTER_UNAVAILABLE`), and counted.
 pub const CLUSTER_QUEUE: usize = 64 * 1024;
+/// Messages one of the bridge's NATS subscriptions (lobby, this node's subject, heartbeats) may
+/// hold before the bridge takes them; past it the NATS client drops what arrives and reports a slow
+/// consumer (docs/CLUSTER.md). async-nats's own default, made a setting.
+pub const CLUSTER_SUBSCRIPTION_CAPACITY: usize = 64 * 1024;
 /// How long a request to NATS (a name claim: a KV create) may take before it counts as failed.
 pub const CLUSTER_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// First token of every cluster subject (`uring-chat.lobby`, `uring-chat.node.<tag>`, ...).

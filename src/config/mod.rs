@@ -92,6 +92,8 @@ pub struct Config {
     pub nats: Vec<String>,
     /// This node's name in the cluster; `None` picks a random one at start.
     pub node_name: Option<String>,
+    /// Messages a NATS subscription of the bridge holds before it counts as a slow consumer.
+    pub nats_subscription_capacity: usize,
     pub log_level: String,
     pub log_format: LogFormat,
 }
@@ -135,6 +137,7 @@ impl Default for Config {
             tls: None,
             nats: Vec::new(),
             node_name: None,
+            nats_subscription_capacity: CLUSTER_SUBSCRIPTION_CAPACITY,
             log_level: "info".into(),
             log_format: LogFormat::Text,
         }
@@ -281,6 +284,9 @@ struct Cli {
     /// This node's name in a cluster (logs, heartbeats) [default: a random one per start].
     #[arg(long, env = "URING_CHAT_NODE_NAME")]
     node_name: Option<String>,
+    /// Messages each of the bridge's NATS subscriptions holds before the node counts as a slow consumer and drops.
+    #[arg(long, env = "URING_CHAT_NATS_SUBSCRIPTION_CAPACITY", default_value_t = CLUSTER_SUBSCRIPTION_CAPACITY)]
+    nats_subscription_capacity: usize,
     /// Log filter (error, warn, info, debug, trace, or a tracing directive); RUST_LOG wins when set.
     #[arg(long, env = "URING_CHAT_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -358,6 +364,7 @@ impl Config {
             tls: tls_files(cli.tls_cert, cli.tls_key)?,
             nats: cli.nats,
             node_name: cli.node_name,
+            nats_subscription_capacity: cli.nats_subscription_capacity,
             log_level: cli.log_level,
             log_format: cli.log_format,
         };
@@ -437,6 +444,10 @@ impl Config {
                 .is_some_and(|name| name.trim().is_empty())
         {
             return Err("--nats URLs and --node-name must not be empty".into());
+        }
+        if self.nats_subscription_capacity == 0 {
+            // The NATS client's channel needs room for one message.
+            return Err("--nats-subscription-capacity must be positive".into());
         }
         if self.max_rooms_per_user == 0 || self.max_rooms == 0 {
             return Err("--max-rooms-per-user and --max-rooms must be positive".into());

@@ -144,6 +144,16 @@ fn nats_is_off_by_default_and_takes_repeats_commas_and_a_file() {
     assert_eq!(named.node_name.as_deref(), Some("east-1"));
     assert!(parse(&["--nats", ""]).is_err(), "an empty URL");
     assert!(parse(&["--node-name", ""]).is_err(), "an empty name");
+    assert_eq!(
+        single.nats_subscription_capacity,
+        CLUSTER_SUBSCRIPTION_CAPACITY
+    );
+    let small = parse(&["--nats", urls[0], "--nats-subscription-capacity", "8"]);
+    assert_eq!(small.unwrap().nats_subscription_capacity, 8);
+    assert!(
+        parse(&["--nats-subscription-capacity", "0"]).is_err(),
+        "a subscription with no room"
+    );
 
     let file = std::env::temp_dir().join(format!("uring-chat-nats-{}.toml", std::process::id()));
     std::fs::write(

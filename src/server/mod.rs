@@ -270,6 +270,7 @@ fn cluster_settings(config: &Config, node: u32) -> cluster::Settings {
         heartbeat: defaults::CLUSTER_HEARTBEAT,
         missed_heartbeats: defaults::CLUSTER_MISSED_HEARTBEATS,
         queue: defaults::CLUSTER_QUEUE,
+        subscription_capacity: config.nats_subscription_capacity,
         request_timeout: defaults::CLUSTER_REQUEST_TIMEOUT,
     }
 }

@@ -1,10 +1,11 @@
-//! Cluster tests' harness (tests/cluster.rs): a nats-server of their own, and nodes as separate
-//! processes of the binary.
+//! Cluster tests' harness (tests/cluster.rs, tests/cluster_faults.rs): a nats-server of their
+//! own, and nodes as separate processes of the binary.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
@@ -92,15 +93,23 @@ pub struct Node {
     pub child: Child,
     pub addr: SocketAddr,
     pub http: SocketAddr,
+    /// The JSON log lines the node wrote after it listened.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Node {
     /// Starts a node of `cores` cores named `name`, and waits until it is ready (it reaches NATS).
     pub fn start(nats: &Nats, name: &str, cores: usize) -> Node {
+        Node::start_with(nats, name, cores, &[])
+    }
+
+    /// [`Node::start`] with more flags (`--rate-limit 0`, ...).
+    pub fn start_with(nats: &Nats, name: &str, cores: usize, flags: &[&str]) -> Node {
         let mut child = Command::new(BINARY)
             .args(["--host", "127.0.0.1", "--port", "0", "--http-port", "0"])
             .args(["--cores", &cores.to_string(), "--log-format", "json"])
             .args(["--nats", &nats.url(), "--node-name", name])
+            .args(flags)
             .env_remove("RUST_LOG")
             .env_remove("URING_CHAT_PORT")
             .env_remove("URING_CHAT_HTTP_PORT")
@@ -115,11 +124,18 @@ impl Node {
             if let Some(addr) = log["fields"]["local_addr"].as_str() {
                 let http = log["fields"]["http"].as_str().expect("the HTTP port is on");
                 let http = http.trim_start_matches("Some(").trim_end_matches(')');
-                std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+                let log = Arc::new(Mutex::new(Vec::new()));
+                let lines = log.clone();
+                std::thread::spawn(move || {
+                    for line in stderr.lines().map_while(Result::ok) {
+                        lines.lock().unwrap().push(line);
+                    }
+                });
                 let node = Node {
                     child,
                     addr: addr.parse().unwrap(),
                     http: http.parse().unwrap(),
+                    log,
                 };
                 eventually("the node reaches NATS", || node.readyz() == 200);
                 return node;
@@ -155,6 +171,22 @@ impl Node {
             .find(|line| line.starts_with(&format!("{series} ")));
         let line = line.unwrap_or_else(|| panic!("no {series} in /metrics"));
         line.rsplit(' ').next().unwrap().parse().unwrap()
+    }
+
+    /// The log lines so far whose message contains `text`.
+    pub fn logged(&self, text: &str) -> Vec<Value> {
+        let log = self.log.lock().unwrap();
+        let lines = log
+            .iter()
+            .filter_map(|line| serde_json::from_str(line).ok());
+        lines
+            .filter(|line: &Value| {
+                line["fields"]["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains(text)
+            })
+            .collect()
     }
 
     pub fn login(&self, name: &str) -> Client {
