@@ -28,6 +28,10 @@ pub struct ClusterCounters {
     pub published: Tally,
     /// Messages from other nodes handed to the local cores.
     pub received: Tally,
+    /// Messages that arrived on the subjects of rooms this node has members of.
+    pub room_received: Tally,
+    /// Rooms whose dead owner this node replaced.
+    pub rooms_moved: Tally,
     /// Messages dropped on arrival because their (origin, seq) had been seen already.
     pub duplicates: Tally,
     /// Sends the cores could not hand on because NATS was unreachable.

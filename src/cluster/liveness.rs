@@ -15,6 +15,8 @@ use super::NodeTag;
 struct Peer {
     name: String,
     last_heard: Instant,
+    /// False for a node known only from the names it holds: its name is not known yet.
+    heard: bool,
 }
 
 #[derive(Debug)]
@@ -48,6 +50,7 @@ impl Liveness {
         let peer = Peer {
             name: name.to_string(),
             last_heard: now,
+            heard: true,
         };
         self.peers.insert(tag, peer).is_none() || back
     }
@@ -62,6 +65,7 @@ impl Liveness {
         let peer = Peer {
             name,
             last_heard: now,
+            heard: false,
         };
         self.peers.insert(tag, peer);
     }
@@ -98,6 +102,15 @@ impl Liveness {
     pub fn cleans_up(&self) -> bool {
         let me = (self.my_name.as_str(), self.me);
         (self.peers.iter()).all(|(&tag, peer)| (peer.name.as_str(), tag) > me)
+    }
+
+    /// The live nodes that have beaten (so their names are known), this one included: (name,
+    /// tag). Room owners are picked from these.
+    pub fn live_nodes(&self) -> Vec<(String, NodeTag)> {
+        let peers = (self.peers.iter())
+            .filter(|(_, peer)| peer.heard)
+            .map(|(&tag, peer)| (peer.name.clone(), tag));
+        peers.chain([(self.my_name.clone(), self.me)]).collect()
     }
 
     /// Live peers, for the log.
