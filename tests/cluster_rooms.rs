@@ -244,3 +244,117 @@ fn a_killed_owner_restarts_its_rooms_on_a_survivor() {
     ann.ping("nothing more");
     cid.ping("nothing more");
 }
+
+/// NATS stopped: a room this node owns goes on among its users, a post to a room another node
+/// owns and a join of a room nobody owns yet get CLUSTER_UNAVAILABLE. NATS back: the member on the
+/// other node missed a frame of the first room while cut off; the next one shows the gap, and it
+/// gets a join_response and the replay of what it missed, never a silent hole.
+#[test]
+fn losing_nats_keeps_local_rooms_and_a_missed_frame_is_replayed() {
+    let Some(mut nats) =
+        Nats::start("losing_nats_keeps_local_rooms_and_a_missed_frame_is_replayed")
+    else {
+        return;
+    };
+    let a = Node::start(&nats, "a", 1);
+    let b = Node::start(&nats, "b", 1);
+    let ours = room_owned_by("a", &["a", "b"]);
+    let theirs = room_owned_by("b", &["a", "b"]);
+    let mut ann = a.login("ann");
+    let mut bob = b.login("bob");
+    ann.join(&ours, None);
+    bob.join(&ours, None);
+    bob.join(&theirs, None);
+    ann.join(&theirs, None);
+    ann.post(&ours, "before");
+    for member in [&mut ann, &mut bob] {
+        assert_eq!(member.next_room_chat()["seq"], 1);
+    }
+
+    nats.stop();
+    common::eventually("node a notices", || a.readyz() == 503);
+    common::eventually("node b notices", || b.readyz() == 503);
+    ann.post(&ours, "during");
+    let frame = ann.next_room_chat();
+    assert_eq!(
+        (&frame["seq"], &frame["content"]),
+        (&json!(2), &json!("during"))
+    );
+    ann.post(&theirs, "lost?");
+    ann.expect_error("CLUSTER_UNAVAILABLE");
+    ann.send(&json!({"type": "join", "room": "nobody owns this yet"}).to_string());
+    ann.expect_error("CLUSTER_UNAVAILABLE");
+    let errors = r#"uring_chat_protocol_errors_total{code="CLUSTER_UNAVAILABLE"}"#;
+    assert_eq!(a.metric(errors), 2, "the post and the join");
+
+    nats.restart();
+    common::eventually("node a is ready again", || a.readyz() == 200);
+    common::eventually("node b is ready again", || b.readyz() == 200);
+    ann.post(&ours, "after");
+    assert_eq!(ann.next_room_chat()["seq"], 3);
+    let frame = bob.next_reply();
+    assert_eq!(
+        frame["type"], "join_response",
+        "the gap is not silent: {frame}"
+    );
+    let answer = common::content_of(&frame);
+    assert_eq!(
+        (&answer["seq"], &answer["recovered"]),
+        (&json!(3), &json!(true))
+    );
+    let replay: Vec<Value> = (0..2).map(|_| bob.next_room_chat()).collect();
+    assert_eq!(
+        (&replay[0]["content"], &replay[1]["content"]),
+        (&json!("during"), &json!("after"))
+    );
+    assert_eq!(
+        (&replay[0]["seq"], &replay[1]["seq"]),
+        (&json!(2), &json!(3))
+    );
+    bob.ping("nothing twice");
+}
+
+/// NATS back with an empty store: the owner puts its room's key back, so a node started afterwards
+/// finds the room where it is, with its seq and epoch, rather than placing a second room of the
+/// same name on a node of its own choosing.
+#[test]
+fn room_owners_are_reasserted_into_a_fresh_nats() {
+    let Some(mut nats) = Nats::start("room_owners_are_reasserted_into_a_fresh_nats") else {
+        return;
+    };
+    let a = Node::start(&nats, "a", 1);
+    let b = Node::start(&nats, "b", 1);
+    // a's among a and b, but c's once c is there: only the key can send c's join to a.
+    let room = (0..)
+        .map(|i| format!("room-{i}"))
+        .find(|room| {
+            let key = names::key(room);
+            rendezvous(&key, [("a", 0), ("b", 1)]) == Some(0)
+                && rendezvous(&key, [("a", 0), ("b", 1), ("c", 2)]) == Some(2)
+        })
+        .unwrap();
+    let mut ann = a.login("ann");
+    let first = ann.join(&room, None);
+    ann.post(&room, "kept");
+    assert_eq!(ann.next_room_chat()["seq"], 1);
+
+    nats.stop();
+    std::fs::remove_dir_all(&nats.store).unwrap();
+    common::eventually("node a notices", || a.readyz() == 503);
+    nats.restart();
+    common::eventually("node a is ready again", || a.readyz() == 200);
+    common::eventually("node b is ready again", || b.readyz() == 200);
+
+    let c = Node::start(&nats, "c", 1);
+    let mut cid = c.login("cid");
+    let answer = cid.join(&room, None);
+    assert_eq!(
+        (&answer["seq"], &answer["epoch"]),
+        (&json!(1), &first["epoch"])
+    );
+    assert_eq!(c.metric("uring_chat_rooms"), 0, "node a still owns it");
+    cid.post(&room, "from c");
+    for member in [&mut ann, &mut cid] {
+        assert_eq!(member.next_room_chat()["seq"], 2);
+    }
+}

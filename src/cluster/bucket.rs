@@ -315,6 +315,7 @@ impl<D: Deliver> Bridge<D> {
                 for (key, revision) in std::mem::take(&mut self.stale) {
                     self.release(key, revision, tasks);
                 }
+                self.reassert_rooms(tasks);
                 return Some((watch, rooms_watch));
             }
             Done::Ready(Err(error)) => {

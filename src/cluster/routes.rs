@@ -292,6 +292,27 @@ impl<D: Deliver> Bridge<D> {
     }
 }
 
+impl<D: Deliver> Bridge<D> {
+    /// After a (re)connect: puts back the keys of the rooms this node owns, should NATS have lost
+    /// its store (a key still in place is left as it is). A room another node placed meanwhile is
+    /// that node's now; the watch tells this node's members, who join it there.
+    pub(super) fn reassert_rooms(&mut self, tasks: &mut FuturesUnordered<Task>) {
+        let mine = self.owners.owned_by(self.settings.tag);
+        let Some(store) = self.rooms_store.clone().filter(|_| !mine.is_empty()) else {
+            return;
+        };
+        let (tag, name) = (self.settings.tag, self.settings.node_name.clone());
+        let limit = self.settings.request_timeout;
+        tasks.push(Box::pin(async move {
+            for (key, owner) in mine {
+                let value = OwnerValue::new(tag, &name, owner.epoch).encode();
+                let _ = tokio::time::timeout(limit, store.create(&key, value)).await;
+            }
+            Done::Nothing
+        }));
+    }
+}
+
 /// Waits for the next entry of the rooms watch, if there is one.
 pub(super) async fn next_owner(
     watch: &mut Option<kv::Watch>,

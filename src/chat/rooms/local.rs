@@ -248,4 +248,22 @@ mod tests {
         assert!(rooms.rooms.is_empty(), "an empty room is forgotten");
         assert!(!rooms.leave(user, "a", false));
     }
+
+    #[test]
+    fn frames_must_follow_the_last_one_delivered() {
+        let mut rooms = LocalRooms::default();
+        let room: RoomName = "a".into();
+        rooms.request_join(UserId::new(0, 0), &room, None);
+        assert_eq!(rooms.take("a", 3), Arrival::Drop, "nobody live yet");
+        rooms.rooms.get_mut("a").unwrap().last = Some(3);
+        assert_eq!(rooms.take("a", 3), Arrival::Drop, "seen already");
+        assert_eq!(rooms.take("a", 4), Arrival::Deliver);
+        assert_eq!(rooms.take("a", 0), Arrival::Deliver, "presence has no seq");
+        assert_eq!(
+            rooms.take("a", 6),
+            Arrival::Gap { since: 4 },
+            "5 went missing"
+        );
+        assert_eq!(rooms.take("b", 1), Arrival::Drop, "no members of b here");
+    }
 }
