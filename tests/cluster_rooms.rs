@@ -174,9 +174,14 @@ fn a_join_elsewhere_replays_and_only_member_nodes_get_traffic() {
         "and nothing else of it came to node c"
     );
 
+    let subscriptions = "uring_chat_cluster_room_subscriptions";
+    assert_eq!(b.metric(subscriptions), 1, "node b has a member");
+    assert_eq!(c.metric(subscriptions), 0, "node c has none");
+
     // The last member on node b leaves: node b's subscription ends with its answer.
     bob.send(&json!({"type": "leave", "room": room}).to_string());
     assert_eq!(bob.next_reply()["type"], "leave_response");
+    common::eventually("node b unsubscribes", || b.metric(subscriptions) == 0);
     let before = b.metric("uring_chat_cluster_room_received_total");
     ann.post(&room, "after bob left");
     assert_eq!(ann.next_room_chat()["seq"], 7);

@@ -22,8 +22,24 @@ impl Tally {
     }
 }
 
+/// A level the bridge sets and any thread reads.
+#[derive(Debug, Default)]
+pub struct Level(AtomicU64);
+
+impl Level {
+    pub fn set(&self, value: u64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct ClusterCounters {
+    /// Room subjects this node is subscribed to now (rooms with local members).
+    pub room_subscriptions: Level,
     /// Messages this node published to others (a lobby broadcast counts once, whatever the nodes).
     pub published: Tally,
     /// Messages from other nodes handed to the local cores.

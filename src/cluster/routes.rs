@@ -155,6 +155,8 @@ impl<D: Deliver> Bridge<D> {
                 let sub = self.room_subs.remove(&key).expect("looked up above");
                 // Dropping the subscriber (with its task) unsubscribes.
                 sub.forwarder.abort();
+                let subscriptions = self.room_subs.len() as u64;
+                self.shared.counters.room_subscriptions.set(subscriptions);
             }
             return;
         }
@@ -192,6 +194,8 @@ impl<D: Deliver> Bridge<D> {
             seen: Dedup::default(),
         };
         self.room_subs.insert(key, sub);
+        let subscriptions = self.room_subs.len() as u64;
+        self.shared.counters.room_subscriptions.set(subscriptions);
     }
 
     /// A message on a room subject: for the local cores with members of the room.

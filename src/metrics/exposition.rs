@@ -122,6 +122,15 @@ impl Collector for Cluster {
             MetricType::Gauge,
             |m| m.encode_gauge(&connected),
         )?;
+        let subscriptions = self.0.counters.room_subscriptions.get() as i64;
+        let help = "Room subjects this node subscribes to: rooms with members on this node.";
+        metric(
+            &mut encoder,
+            "uring_chat_cluster_room_subscriptions",
+            help,
+            MetricType::Gauge,
+            |m| m.encode_gauge(&subscriptions),
+        )?;
         for (name, help, read) in CLUSTER_COUNTERS {
             let total = read(&self.0.counters);
             metric(&mut encoder, name, help, MetricType::Counter, |m| {

@@ -17,6 +17,11 @@
 //! the replay: no gap and no duplicate. Until the answer arrives the member is *pending* on its
 //! core and gets no live frames.
 //!
+//! In a cluster (docs/CLUSTER.md) a room also has an owner node; its owner core does the above for
+//! members on every node. Requests reach it through the bridges, and its frames and answers reach
+//! each other member node once, in one order, on the room's subject ([`wire`]); member cores check
+//! that seqs come gap-free and join their members again if not.
+//!
 //! - [`local`]: a core's own members of each room, and pending joins. (Each user's list of rooms is
 //!   in its session.)
 //! - [`owned`]: the rooms this core owns: seq, epoch, members, presence, idle expiry.
