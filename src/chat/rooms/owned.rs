@@ -257,18 +257,18 @@ impl OwnedRooms {
             return None;
         }
         state.seq += 1;
-        let frame = protocol::stamp_room_chat(body, state.seq);
+        let seq = state.seq;
+        let frame = protocol::stamp_room_chat(body, seq);
         let freed = state.history.push(
-            state.seq,
+            seq,
             frame.clone(),
             self.limits.history_messages,
             self.limits.history_bytes,
         );
-        self.ledger.added(room.clone(), state.seq, frame.len());
+        self.ledger.added(room.clone(), seq, frame.len());
         self.ledger.freed(freed);
         self.enforce_budget();
         self.counters.history_bytes.set(self.ledger.bytes() as i64);
-        let seq = self.rooms.get(room).map_or(0, |state| state.seq);
         Some((seq, frame))
     }
 

@@ -332,14 +332,14 @@ impl Shard {
     /// A request for the owner of its room: the owner core of this node, or in a cluster through
     /// the bridge to whichever node owns the room.
     fn to_owner(&self, msg: RoomMsg) {
-        let Some(room) = request_room(&msg).cloned() else {
+        let Some(room) = request_room(&msg) else {
             return;
         };
         let Some(cluster) = &self.cluster else {
-            return self.to_core(owner_core(&room, self.router.cores()), msg);
+            return self.to_core(owner_core(room, self.router.cores()), msg);
         };
         let (kind, payload) = wire::encode(&msg).expect("requests cross nodes");
-        if cluster.to_owner(&room, kind, payload).is_err() {
+        if cluster.to_owner(room, kind, payload).is_err() {
             if let Some(refused) = wire::refused(msg) {
                 self.handle_room(refused);
             }
