@@ -363,3 +363,45 @@ fn room_owners_are_reasserted_into_a_fresh_nats() {
         assert_eq!(member.next_room_chat()["seq"], 2);
     }
 }
+
+/// SIGTERM of a room's owner node: it says goodbye as its bridge stops, so the other node counts
+/// it gone at once (not dead: no heartbeat was missed) and moves its room; the member there gets a
+/// new epoch with `recovered: false`, and the room goes on.
+#[test]
+fn a_stopped_owner_node_hands_its_rooms_on() {
+    let Some(nats) = Nats::start("a_stopped_owner_node_hands_its_rooms_on") else {
+        return;
+    };
+    let a = Node::start(&nats, "a", 1);
+    let mut b = Node::start(&nats, "b", 2);
+    let room = room_owned_by("b", &["a", "b"]);
+    let mut bea = b.login("bea");
+    let mut ann = a.login("ann");
+    let first = bea.join(&room, None);
+    ann.join(&room, None);
+    ann.post(&room, "before");
+    for member in [&mut ann, &mut bea] {
+        assert_eq!(member.next_room_chat()["seq"], 1);
+    }
+
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(b.child.id() as i32, libc::SIGTERM) };
+    bea.expect_error("SERVER_SHUTDOWN");
+    assert_eq!(b.child.wait().unwrap().code(), Some(0), "a clean exit");
+    let frame = ann.next_reply();
+    assert_eq!(frame["type"], "join_response", "{frame}");
+    let answer = common::content_of(&frame);
+    assert_eq!(
+        (&answer["seq"], &answer["recovered"]),
+        (&json!(0), &json!(false))
+    );
+    assert_ne!(answer["epoch"], first["epoch"]);
+    assert_eq!(a.metric("uring_chat_cluster_rooms_moved_total"), 1);
+    assert_eq!(
+        a.metric("uring_chat_cluster_dead_nodes_total"),
+        0,
+        "gone by its goodbye, not by silence"
+    );
+    ann.post(&room, "after");
+    assert_eq!(ann.next_room_chat()["seq"], 1);
+}

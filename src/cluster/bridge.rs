@@ -28,6 +28,9 @@ use super::{Cluster, Deliver, Inbound, MemberId, NodeTag, Outgoing, Settings, Sh
 
 /// The kind of a heartbeat (the layer above uses kinds from 1 up; this one is the bridge's own).
 const HEARTBEAT: u8 = 0;
+/// The last beat of a node that stops cleanly: the others count it gone at once rather than after
+/// its silence, so its rooms move at their next tick and requests for them are refused meanwhile.
+const GOODBYE: u8 = 255;
 /// Longest pause between two reconnect attempts to NATS.
 const RECONNECT_DELAY_MAX_MS: u64 = 1000;
 
@@ -242,6 +245,9 @@ async fn run<D: Deliver>(
         while let Some(done) = tasks.next().await {
             bridge.done(done, &mut tasks).await;
         }
+        let subject = bridge.subjects.heartbeat.clone();
+        let name = bridge.settings.node_name.clone();
+        bridge.publish(subject, GOODBYE, name.as_bytes()).await;
         let _ = bridge.client.flush().await;
     };
     let _ = tokio::time::timeout(limit, finish).await;
@@ -360,6 +366,12 @@ impl<D: Deliver> Bridge<D> {
             return;
         };
         let name = String::from_utf8_lossy(&envelope.payload);
+        if envelope.kind == GOODBYE {
+            if self.liveness.left(envelope.origin) {
+                tracing::info!(node = %name, tag = format!("{:08x}", envelope.origin), "node left the cluster");
+            }
+            return;
+        }
         if self.liveness.heard(envelope.origin, &name, Instant::now()) {
             tracing::info!(node = %name, tag = format!("{:08x}", envelope.origin), "node joined the cluster");
         }

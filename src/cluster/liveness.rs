@@ -55,6 +55,14 @@ impl Liveness {
         self.peers.insert(tag, peer).is_none() || back
     }
 
+    /// `tag` said goodbye (it stopped cleanly): gone from now on, as if dead, without waiting for
+    /// its silence. True if it was alive.
+    pub fn left(&mut self, tag: NodeTag) -> bool {
+        let known = self.peers.remove(&tag).is_some();
+        self.dead.insert(tag);
+        known
+    }
+
     /// A node that holds names but was never heard (it may have died before this node started)
     /// gets one window to beat, like any other.
     pub fn holds_names(&mut self, tag: NodeTag, now: Instant) {
@@ -140,6 +148,8 @@ mod tests {
         assert!(!b.is_alive(1) && b.is_alive(3));
         assert!(b.cleans_up(), "b is now the lowest");
         assert!(b.heard(1, "a", start + window), "back from the dead");
+        assert!(b.left(1) && !b.is_alive(1), "a stopped cleanly");
+        assert!(b.heard(1, "a", start + window), "and came back");
         b.restart_clocks(start + 2 * window);
         assert!(b.sweep(start + 2 * window).is_empty());
     }
