@@ -317,6 +317,12 @@ fn losing_nats_keeps_local_rooms_and_a_missed_frame_is_replayed() {
         (&json!(2), &json!(3))
     );
     bob.ping("nothing twice");
+
+    // The refused join made ann no member: a post is NOT_IN_ROOM, a leave is answered.
+    ann.post("nobody owns this yet", "hello?");
+    ann.expect_error("NOT_IN_ROOM");
+    ann.send(&json!({"type": "leave", "room": "nobody owns this yet"}).to_string());
+    assert_eq!(ann.next_reply()["type"], "leave_response");
 }
 
 /// NATS back with an empty store: the owner puts its room's key back, so a node started afterwards

@@ -174,6 +174,11 @@ impl LocalRooms {
         (since, out)
     }
 
+    /// Whether this core has members of `room` (live or pending) or waits for answers about it.
+    pub fn has(&self, room: &str) -> bool {
+        self.rooms.contains_key(room)
+    }
+
     /// Queues a room frame for this core's live members of `room`.
     pub fn fan_out(&self, room: &str, frame: &OutFrame) {
         if let Some(local) = self.rooms.get(room) {

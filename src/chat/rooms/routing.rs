@@ -81,6 +81,10 @@ impl Shard {
             return conn.reply(not_in_room(room));
         };
         let room = session.rooms.swap_remove(at);
+        if self.refused_here(&room) {
+            // Its join never reached the owner: nothing to undo there.
+            return conn.reply(frames::leave_response(&room));
+        }
         self.leave(session.user_id, &session.username, room, true);
     }
 
@@ -114,7 +118,7 @@ impl Shard {
         room: &str,
         content: JsonString<'_>,
     ) {
-        let Some(room) = session.room(room) else {
+        let Some(room) = session.room(room).filter(|room| !self.refused_here(room)) else {
             return conn.reply(not_in_room(room));
         };
         let user = session.user_id;
@@ -130,7 +134,7 @@ impl Shard {
         room: &str,
         offset: usize,
     ) {
-        let Some(room) = session.room(room) else {
+        let Some(room) = session.room(room).filter(|room| !self.refused_here(room)) else {
             return conn.reply(not_in_room(room));
         };
         let user = session.user_id;
@@ -360,6 +364,13 @@ impl Shard {
                 let _ = cluster.room_feed(room, kind, payload);
             }
         }
+    }
+
+    /// In a cluster: whether the session lists `room` only because its join was refused
+    /// (`CLUSTER_UNAVAILABLE`). This core then has nothing of the room, nor its subscription, so
+    /// the owner's answers could not arrive: the request is answered here. Never on a single node.
+    fn refused_here(&self, room: &str) -> bool {
+        self.cluster.is_some() && !self.rooms.borrow().has(room)
     }
 
     /// In a cluster: this core starts or stops having members of `room`.
