@@ -15,8 +15,9 @@
 //!
 //! [`cluster`] sits below [`chat`], which uses it: several nodes as one server over NATS
 //! (docs/CLUSTER.md). It moves opaque bytes with a kind between nodes on one bridge thread per
-//! node, keeps the cluster's usernames in a JetStream key-value bucket and tells which nodes are
-//! alive; it knows nothing of chat frames. Off (no thread, no client) unless `--nats` is given.
+//! node, keeps the cluster's usernames and each room's owner node in JetStream key-value buckets,
+//! subscribes to the rooms a node has members of, and tells which nodes are alive; it knows nothing
+//! of chat frames. Off (no thread, no client) unless `--nats` is given.
 //!
 //! [`config`] sits beside them: flags, environment, TOML file and defaults; every limit is a named
 //! constant there.

@@ -355,41 +355,6 @@ fn frames_right_behind_a_login_wait_for_it() {
     assert_eq!(next_chat(&mut watcher)["content"], "and a DM");
 }
 
-/// Rooms are per node until rooms across nodes land (docs/CLUSTER.md): on a clustered node a room
-/// works as on a single node, among that node's users, with one order; another node's room of the
-/// same name is another room.
-#[test]
-fn rooms_work_per_node_in_a_cluster() {
-    let Some(nats) = Nats::start("rooms_work_per_node_in_a_cluster") else {
-        return;
-    };
-    let a = Node::start(&nats, "a", 2);
-    let b = Node::start(&nats, "b", 1);
-    let mut ann = a.login("ann");
-    let mut amy = a.login("amy");
-    let mut ben = b.login("ben");
-    for user in [&mut ann, &mut amy, &mut ben] {
-        assert_eq!(user.join("rust", None)["seq"], 0);
-    }
-    ann.post("rust", "one");
-    amy.post("rust", "two");
-    let mut seen = Vec::new();
-    for user in [&mut ann, &mut amy] {
-        let got: Vec<Value> = (0..2).map(|_| user.next_room_chat()).collect();
-        let seqs: Vec<&Value> = got.iter().map(|frame| &frame["seq"]).collect();
-        assert_eq!(seqs, [&json!(1), &json!(2)], "one order on the node");
-        seen.push(got.iter().map(|f| f["content"].clone()).collect::<Vec<_>>());
-    }
-    assert_eq!(seen[0], seen[1]);
-    ben.post("rust", "b's own rust");
-    let frame = ben.next_room_chat();
-    assert_eq!(
-        (&frame["content"], &frame["seq"]),
-        (&json!("b's own rust"), &json!(1))
-    );
-    ann.ping("nothing from b's room");
-}
-
 /// NATS back with an empty store (its JetStream data lost): the nodes make the names bucket again
 /// and re-assert their users' names, so a node that starts afterwards sees every user, and their
 /// names stay taken.

@@ -5,6 +5,8 @@
 //! - [`LOBBY`]: a lobby frame, exactly as delivered, for every local user.
 //! - [`DIRECT`]: recipient and sender userIDs (16 bytes each), then the frame.
 //! - [`NOT_FOUND`]: a direct message found nobody: the sender's and the recipient's userIDs.
+//! - room requests for a room's owner, and the owner's frames and answers on the room's subject
+//!   (`rooms::wire`): to the owner core, or to the member cores.
 //!
 //! Names other nodes' users hold reach the directory (counts, pages, the local check of a name) and
 //! core 0's presence batch, so joins and leaves from other nodes are announced like local ones.
@@ -15,6 +17,7 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::chat::directory::{Directory, Registration};
+use crate::chat::rooms::{owner_core, wire, RoomMsg};
 use crate::chat::shard::ShardMsg;
 use crate::chat::user_id::UserId;
 use crate::cluster::{Deliver, Inbound};
@@ -56,15 +59,18 @@ fn two_ids(payload: &Bytes) -> Option<(UserId, UserId, Bytes)> {
 /// directory. Runs on the bridge thread.
 pub struct CoreLink {
     cores: Vec<Outbox<ShardMsg>>,
+    /// This node's tag: answers on a room's subject for other nodes' members are not for here.
+    node: u32,
     directory: Arc<Directory>,
     /// Other nodes' users listed in the directory, by userID.
     remote: HashMap<UserId, Registration>,
 }
 
 impl CoreLink {
-    pub fn new(cores: Vec<Outbox<ShardMsg>>, directory: Arc<Directory>) -> CoreLink {
+    pub fn new(cores: Vec<Outbox<ShardMsg>>, directory: Arc<Directory>, node: u32) -> CoreLink {
         CoreLink {
             cores,
+            node,
             directory,
             remote: HashMap::new(),
         }
@@ -76,6 +82,34 @@ impl CoreLink {
         Some(user.core())
             .filter(|&core| core < self.cores.len())
             .unwrap_or(0)
+    }
+
+    /// A room message from the room's subject or for this node's owner core.
+    async fn room(&self, msg: RoomMsg, cores: &[usize]) {
+        match msg {
+            RoomMsg::Frame { room, seq, frame } => {
+                for &core in cores.iter().filter(|&&core| core < self.cores.len()) {
+                    let (room, frame) = (room.clone(), frame.clone());
+                    let msg = RoomMsg::Frame { room, seq, frame };
+                    self.send(core, ShardMsg::Room(msg)).await;
+                }
+            }
+            RoomMsg::Join { ref room, .. }
+            | RoomMsg::Leave { ref room, .. }
+            | RoomMsg::Post { ref room, .. }
+            | RoomMsg::Members { ref room, .. } => {
+                let core = owner_core(room, self.cores.len());
+                self.send(core, ShardMsg::Room(msg)).await;
+            }
+            answer => {
+                // An answer for one member: on this node, or not for here.
+                let Some(user) = wire::user_of(&answer).filter(|u| u.node() == self.node) else {
+                    return;
+                };
+                let core = self.core_of(user);
+                self.send(core, ShardMsg::Room(answer)).await;
+            }
+        }
     }
 
     async fn send(&self, core: usize, msg: ShardMsg) {
@@ -121,6 +155,35 @@ impl Deliver for CoreLink {
                 if let Some((recipient, from, _)) = two_ids(&payload) {
                     let core = self.core_of(from);
                     self.send(core, ShardMsg::NotFound { from, recipient })
+                        .await;
+                }
+            }
+            Inbound::Message { kind, payload } if wire::is_request(kind) => {
+                if let Some(msg) = wire::decode(kind, payload) {
+                    self.room(msg, &[]).await;
+                }
+            }
+            Inbound::Unreachable { kind, payload } if wire::is_request(kind) => {
+                let refused = wire::decode(kind, payload).and_then(wire::refused);
+                if let Some(refused) = refused {
+                    let core = wire::user_of(&refused).map_or(0, |user| self.core_of(user));
+                    self.send(core, ShardMsg::Room(refused)).await;
+                }
+            }
+            Inbound::Room {
+                kind,
+                payload,
+                cores,
+            } => {
+                if let Some(msg) = wire::decode(kind, payload).filter(|_| !wire::is_request(kind)) {
+                    self.room(msg, &cores).await;
+                }
+            }
+            Inbound::OwnerMoved { room, cores } => {
+                let room: crate::chat::rooms::RoomName = room.into();
+                for core in cores.into_iter().filter(|&core| core < self.cores.len()) {
+                    let room = room.clone();
+                    self.send(core, ShardMsg::Room(RoomMsg::Rejoin { room }))
                         .await;
                 }
             }

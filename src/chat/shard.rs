@@ -113,6 +113,7 @@ impl Shard {
         let owned = OwnedRooms::new(
             id,
             router.cores(),
+            (node, cluster.is_some()),
             OwnerLimits::new(&config),
             room_directory.clone(),
             counters.clone(),

@@ -23,10 +23,15 @@ use super::bucket::{Done, Mine};
 use super::envelope::{self, Dedup};
 use super::liveness::Liveness;
 use super::names::{self, Replica};
+use super::owners::OwnerReplica;
+use super::routes::{next_owner, RoomArrival, RoomSubs};
 use super::{Cluster, Deliver, Inbound, MemberId, NodeTag, Outgoing, Settings, Shared};
 
 /// The kind of a heartbeat (the layer above uses kinds from 1 up; this one is the bridge's own).
 const HEARTBEAT: u8 = 0;
+/// The last beat of a node that stops cleanly: the others count it gone at once rather than after
+/// its silence, so its rooms move at their next tick and requests for them are refused meanwhile.
+const GOODBYE: u8 = 255;
 /// Longest pause between two reconnect attempts to NATS.
 const RECONNECT_DELAY_MAX_MS: u64 = 1000;
 
@@ -65,6 +70,19 @@ pub(super) struct Bridge<D> {
     pub(super) deliver: D,
     pub(super) client: Client,
     pub(super) store: Option<Store>,
+    /// The rooms bucket, once set up.
+    pub(super) rooms_store: Option<Store>,
+    /// Every room's owner node (owners.rs).
+    pub(super) owners: OwnerReplica,
+    /// Requests for rooms being placed (their key being created), in order, by key.
+    pub(super) placing: HashMap<String, Vec<(u8, Bytes)>>,
+    /// The room subjects this node subscribes to, while local cores have members.
+    pub(super) room_subs: RoomSubs,
+    pub(super) room_generation: u64,
+    /// Where each room subscription's task forwards what arrives.
+    pub(super) room_arrivals: flume::Sender<RoomArrival>,
+    /// Rooms of dead owners this node is moving, since when.
+    pub(super) moving: HashMap<String, Instant>,
     /// Numbers everything this node publishes (envelope.rs).
     pub(super) seq: u64,
     pub(super) lobby_seen: Dedup,
@@ -90,6 +108,13 @@ struct Subjects {
     prefix: String,
 }
 
+impl<D> Bridge<D> {
+    /// The subject of node `tag`.
+    pub(super) fn subjects_node(&self, tag: NodeTag) -> String {
+        self.subjects.node(tag)
+    }
+}
+
 impl Subjects {
     fn node(&self, tag: NodeTag) -> String {
         format!("{}.node.{tag:08x}", self.prefix)
@@ -106,6 +131,8 @@ async fn run<D: Deliver>(
     let options = ConnectOptions::new()
         .name(&settings.node_name)
         .retry_on_initial_connect()
+        // A node drops what it sent itself anyway; no echo spares the round trip.
+        .no_echo()
         .max_reconnects(None)
         .connection_timeout(settings.request_timeout)
         .subscription_capacity(settings.subscription_capacity)
@@ -146,6 +173,7 @@ async fn run<D: Deliver>(
         );
     };
     let window = settings.heartbeat * settings.missed_heartbeats;
+    let (room_arrivals, arrived_in_rooms) = flume::unbounded();
     let mut bridge = Bridge {
         liveness: Liveness::new(settings.tag, &settings.node_name, window),
         replica: Replica::new(settings.tag),
@@ -154,6 +182,13 @@ async fn run<D: Deliver>(
         deliver,
         client,
         store: None,
+        rooms_store: None,
+        owners: OwnerReplica::default(),
+        placing: HashMap::new(),
+        room_subs: RoomSubs::new(),
+        room_generation: 0,
+        room_arrivals,
+        moving: HashMap::new(),
         seq: 0,
         lobby_seen: Dedup::default(),
         direct_seen: Dedup::default(),
@@ -167,6 +202,7 @@ async fn run<D: Deliver>(
     tracing::info!(node = %bridge.settings.node_name, tag = format!("{:08x}", bridge.settings.tag), urls = ?bridge.settings.urls, "cluster bridge started");
     let mut tasks: FuturesUnordered<Task> = FuturesUnordered::new();
     let mut watch: Option<Watch> = None;
+    let mut owners_watch: Option<Watch> = None;
     let mut tick = tokio::time::interval(bridge.settings.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -181,6 +217,15 @@ async fn run<D: Deliver>(
                 }
             }
             Some(message) = beats.next() => bridge.beat(&message.payload),
+            Ok(arrival) = arrived_in_rooms.recv_async() => bridge.room_arrived(arrival).await,
+            entry = next_owner(&mut owners_watch) => match entry {
+                Some(Ok(entry)) => bridge.owner_watched(entry).await,
+                other => {
+                    tracing::warn!(error = ?other.and_then(Result::err), "the rooms watch ended; it restarts");
+                    owners_watch = None;
+                    bridge.lost();
+                }
+            },
             entry = next_entry(&mut watch) => match entry {
                 Some(Ok(entry)) => bridge.watched(entry, &mut tasks).await,
                 other => {
@@ -192,8 +237,9 @@ async fn run<D: Deliver>(
             Ok(event) = events.recv_async() => bridge.event(event, &mut tasks),
             _ = tick.tick() => bridge.tick(&mut tasks).await,
             Some(done) = tasks.next(), if !tasks.is_empty() => {
-                if let Some(new_watch) = bridge.done(done, &mut tasks).await {
-                    watch = Some(new_watch);
+                if let Some((names, rooms)) = bridge.done(done, &mut tasks).await {
+                    watch = Some(names);
+                    owners_watch = Some(rooms);
                 }
             }
         }
@@ -204,6 +250,9 @@ async fn run<D: Deliver>(
         while let Some(done) = tasks.next().await {
             bridge.done(done, &mut tasks).await;
         }
+        let subject = bridge.subjects.heartbeat.clone();
+        let name = bridge.settings.node_name.clone();
+        bridge.publish(subject, GOODBYE, name.as_bytes()).await;
         let _ = bridge.client.flush().await;
     };
     let _ = tokio::time::timeout(limit, finish).await;
@@ -292,6 +341,17 @@ impl<D: Deliver> Bridge<D> {
                 let subject = self.subjects.node(node);
                 self.publish(subject, kind, &payload).await;
             }
+            Outgoing::ToOwner {
+                room,
+                kind,
+                payload,
+            } => self.route_to_owner(room, kind, payload, tasks).await,
+            Outgoing::RoomFeed {
+                room,
+                kind,
+                payload,
+            } => self.room_feed(&room, kind, &payload).await,
+            Outgoing::WatchRoom { room, core, watch } => self.watch_room(room, core, watch).await,
             Outgoing::Claim {
                 name,
                 member,
@@ -344,6 +404,12 @@ impl<D: Deliver> Bridge<D> {
             return;
         };
         let name = String::from_utf8_lossy(&envelope.payload);
+        if envelope.kind == GOODBYE {
+            if self.liveness.left(envelope.origin) {
+                tracing::info!(node = %name, tag = format!("{:08x}", envelope.origin), "node left the cluster");
+            }
+            return;
+        }
         if self.liveness.heard(envelope.origin, &name, Instant::now()) {
             tracing::info!(node = %name, tag = format!("{:08x}", envelope.origin), "node joined the cluster");
         }
@@ -402,6 +468,7 @@ impl<D: Deliver> Bridge<D> {
         if !self.liveness.cleans_up() {
             return;
         }
+        self.move_dead_owners_rooms(tasks);
         let dead: HashSet<NodeTag> = (self.replica.tags())
             .filter(|&tag| !self.liveness.is_alive(tag))
             .collect();

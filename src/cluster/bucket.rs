@@ -22,8 +22,14 @@ pub(super) struct Mine {
 
 /// What a request beside the loop came back with.
 pub(super) enum Done {
-    /// The bucket is there and watched (after a connect or reconnect).
-    Ready(Result<Box<(Store, Watch)>, String>),
+    /// Both buckets are there and watched (after a connect or reconnect): names, then rooms.
+    Ready(Result<Box<Buckets>, String>),
+    /// A room placed in the rooms bucket (by this node or the winner of a race): the value and
+    /// its revision; `None` if the bucket did not answer.
+    Placed {
+        key: String,
+        placed: Option<(bytes::Bytes, u64)>,
+    },
     Claim {
         key: String,
         mine: Mine,
@@ -44,9 +50,12 @@ pub(super) enum Done {
     Nothing,
 }
 
-/// The stream behind the names bucket, as `create_key_value` would make it: one value per key,
-/// deletes as markers, file storage so that a NATS restart keeps the names.
-fn names_stream(bucket: &str) -> async_nats::jetstream::stream::Config {
+/// The names bucket and its watch, the rooms bucket and its watch.
+pub(super) type Buckets = (Store, Watch, Store, Watch);
+
+/// The stream behind a bucket (names or rooms), as `create_key_value` would make it: one value per
+/// key, deletes as markers, file storage so that a NATS restart keeps them.
+fn bucket_stream(bucket: &str) -> async_nats::jetstream::stream::Config {
     use async_nats::jetstream::stream::{Config, DiscardPolicy, StorageType};
     Config {
         name: format!("KV_{bucket}"),
@@ -229,35 +238,47 @@ impl<D: Deliver> Bridge<D> {
         }));
     }
 
-    /// After a (re)connect: finds or makes the names bucket and watches it.
+    /// After a (re)connect: finds or makes the names and rooms buckets and watches them.
     pub(super) fn set_up(&mut self, tasks: &mut FuturesUnordered<Task>) {
         if self.setting_up || self.connected() {
             return;
         }
         self.setting_up = true;
         let jetstream = async_nats::jetstream::new(self.client.clone());
-        let bucket = self.settings.bucket.clone();
+        let buckets = [
+            self.settings.bucket.clone(),
+            self.settings.rooms_bucket.clone(),
+        ];
         let limit = self.settings.request_timeout;
         tasks.push(Box::pin(async move {
+            let open = |bucket: String| {
+                let jetstream = jetstream.clone();
+                async move {
+                    let store = match jetstream.get_key_value(&bucket).await {
+                        Ok(store) => store,
+                        Err(_) => {
+                            // Made as a plain stream: `create_key_value` first asks for account
+                            // details that nats-server 2.9 answers in a form this client rejects.
+                            let config = bucket_stream(&bucket);
+                            let made = jetstream.get_or_create_stream(config).await;
+                            made.map_err(|e| format!("cannot create the bucket {bucket}: {e}"))?;
+                            (jetstream.get_key_value(&bucket).await).map_err(|e| e.to_string())?
+                        }
+                    };
+                    // Every key's latest value (or delete marker) first, then what changes:
+                    // `watch_all` would start at new changes only, and miss what was held before.
+                    let watch = store
+                        .watch_with_history(">")
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok::<_, String>((store, watch))
+                }
+            };
             let ready = async {
-                let store = match jetstream.get_key_value(&bucket).await {
-                    Ok(store) => store,
-                    Err(_) => {
-                        // Made as a plain stream: `create_key_value` first asks for account
-                        // details that nats-server 2.9 answers in a form this client rejects.
-                        let config = names_stream(&bucket);
-                        let made = jetstream.get_or_create_stream(config).await;
-                        made.map_err(|e| format!("cannot create the names bucket {bucket}: {e}"))?;
-                        (jetstream.get_key_value(&bucket).await).map_err(|e| e.to_string())?
-                    }
-                };
-                // Every key's latest value (or delete marker) first, then what changes: `watch_all`
-                // would start at new changes only, and miss the names held before.
-                let watch = store
-                    .watch_with_history(">")
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(Box::new((store, watch)))
+                let [names, rooms] = buckets;
+                let (names, names_watch) = open(names).await?;
+                let (rooms, rooms_watch) = open(rooms).await?;
+                Ok(Box::new((names, names_watch, rooms, rooms_watch)))
             };
             let ready = tokio::time::timeout(limit, ready).await;
             Done::Ready(ready.unwrap_or_else(|_| Err("JetStream did not answer in time".into())))
@@ -269,13 +290,14 @@ impl<D: Deliver> Bridge<D> {
         &mut self,
         done: Done,
         tasks: &mut FuturesUnordered<Task>,
-    ) -> Option<Watch> {
+    ) -> Option<(Watch, Watch)> {
         match done {
             Done::Ready(Ok(ready)) => {
-                let (store, watch) = *ready;
+                let (store, watch, rooms, rooms_watch) = *ready;
                 self.setting_up = false;
                 self.jetstream_failing = false;
                 self.store = Some(store);
+                self.rooms_store = Some(rooms);
                 self.shared.set_connected(true);
                 self.liveness.restart_clocks(Instant::now());
                 tracing::info!(
@@ -293,7 +315,8 @@ impl<D: Deliver> Bridge<D> {
                 for (key, revision) in std::mem::take(&mut self.stale) {
                     self.release(key, revision, tasks);
                 }
-                return Some(watch);
+                self.reassert_rooms(tasks);
+                return Some((watch, rooms_watch));
             }
             Done::Ready(Err(error)) => {
                 self.setting_up = false;
@@ -352,6 +375,7 @@ impl<D: Deliver> Bridge<D> {
                 }
             },
             Done::ReleaseFailed { key, revision } => self.stale.push((key, revision)),
+            Done::Placed { key, placed } => self.placed(key, placed).await,
             Done::Nothing => {}
         }
         None

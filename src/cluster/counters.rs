@@ -22,12 +22,32 @@ impl Tally {
     }
 }
 
+/// A level the bridge sets and any thread reads.
+#[derive(Debug, Default)]
+pub struct Level(AtomicU64);
+
+impl Level {
+    pub fn set(&self, value: u64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct ClusterCounters {
+    /// Room subjects this node is subscribed to now (rooms with local members).
+    pub room_subscriptions: Level,
     /// Messages this node published to others (a lobby broadcast counts once, whatever the nodes).
     pub published: Tally,
     /// Messages from other nodes handed to the local cores.
     pub received: Tally,
+    /// Messages that arrived on the subjects of rooms this node has members of.
+    pub room_received: Tally,
+    /// Rooms whose dead owner this node replaced.
+    pub rooms_moved: Tally,
     /// Messages dropped on arrival because their (origin, seq) had been seen already.
     pub duplicates: Tally,
     /// Sends the cores could not hand on because NATS was unreachable.

@@ -15,6 +15,8 @@ use super::NodeTag;
 struct Peer {
     name: String,
     last_heard: Instant,
+    /// False for a node known only from the names it holds: its name is not known yet.
+    heard: bool,
 }
 
 #[derive(Debug)]
@@ -48,8 +50,17 @@ impl Liveness {
         let peer = Peer {
             name: name.to_string(),
             last_heard: now,
+            heard: true,
         };
         self.peers.insert(tag, peer).is_none() || back
+    }
+
+    /// `tag` said goodbye (it stopped cleanly): gone from now on, as if dead, without waiting for
+    /// its silence. True if it was alive.
+    pub fn left(&mut self, tag: NodeTag) -> bool {
+        let known = self.peers.remove(&tag).is_some();
+        self.dead.insert(tag);
+        known
     }
 
     /// A node that holds names but was never heard (it may have died before this node started)
@@ -62,6 +73,7 @@ impl Liveness {
         let peer = Peer {
             name,
             last_heard: now,
+            heard: false,
         };
         self.peers.insert(tag, peer);
     }
@@ -100,6 +112,15 @@ impl Liveness {
         (self.peers.iter()).all(|(&tag, peer)| (peer.name.as_str(), tag) > me)
     }
 
+    /// The live nodes that have beaten (so their names are known), this one included: (name,
+    /// tag). Room owners are picked from these.
+    pub fn live_nodes(&self) -> Vec<(String, NodeTag)> {
+        let peers = (self.peers.iter())
+            .filter(|(_, peer)| peer.heard)
+            .map(|(&tag, peer)| (peer.name.clone(), tag));
+        peers.chain([(self.my_name.clone(), self.me)]).collect()
+    }
+
     /// Live peers, for the log.
     pub fn live(&self) -> usize {
         self.peers.len()
@@ -127,6 +148,8 @@ mod tests {
         assert!(!b.is_alive(1) && b.is_alive(3));
         assert!(b.cleans_up(), "b is now the lowest");
         assert!(b.heard(1, "a", start + window), "back from the dead");
+        assert!(b.left(1) && !b.is_alive(1), "a stopped cleanly");
+        assert!(b.heard(1, "a", start + window), "and came back");
         b.restart_clocks(start + 2 * window);
         assert!(b.sweep(start + 2 * window).is_empty());
     }

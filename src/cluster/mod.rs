@@ -12,6 +12,9 @@
 //! - [`envelope`]: origin node, sequence number and kind in front of every message; duplicates and
 //!   a node's own messages are dropped on arrival.
 //! - [`names`]: the bucket's keys and values, and the replica of the cluster's users each node keeps.
+//! - [`owners`]: the rooms bucket: which node owns each room, its replica, and the rendezvous hash.
+//! - `routes` (private): the bridge's room paths: requests to a room's owner node, the room
+//!   subjects a node subscribes to while it has members, and moving a dead owner's rooms.
 //! - [`liveness`]: heartbeats, and which nodes count as dead.
 //! - [`counters`]: what the bridge counts for `/metrics`.
 
@@ -21,6 +24,8 @@ pub mod counters;
 pub mod envelope;
 pub mod liveness;
 pub mod names;
+pub mod owners;
+mod routes;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,6 +51,8 @@ pub struct Settings {
     pub tag: NodeTag,
     pub subject_prefix: String,
     pub bucket: String,
+    /// The key-value bucket of room owners.
+    pub rooms_bucket: String,
     pub heartbeat: Duration,
     pub missed_heartbeats: u32,
     pub queue: usize,
@@ -88,6 +95,25 @@ pub enum Outgoing {
     },
     /// `member` has gone: free `name` if it is still its own.
     Release { name: String, member: MemberId },
+    /// For the node that owns `room` (this one included), placing the room first if nobody owns it.
+    ToOwner {
+        room: String,
+        kind: u8,
+        payload: Bytes,
+    },
+    /// From the room's owner: once on the room's subject, for every node with members.
+    RoomFeed {
+        room: String,
+        kind: u8,
+        payload: Bytes,
+    },
+    /// Local core `core` has members of `room` (`watch`) or has none any more: the node
+    /// subscribes to the room's subject while any core has.
+    WatchRoom {
+        room: String,
+        core: usize,
+        watch: bool,
+    },
 }
 
 /// What the bridge hands up to the chat layer.
@@ -103,6 +129,15 @@ pub enum Inbound {
     Left { name: String, member: MemberId },
     /// A member of this node lost its name: while this node was cut off, another took it.
     NameLost { name: String, member: MemberId },
+    /// A message on the subject of a room this node watches, for the local cores that watch it.
+    Room {
+        kind: u8,
+        payload: Bytes,
+        cores: Vec<usize>,
+    },
+    /// `room`, which local `cores` watch, has a new owner (its owner died): its members there
+    /// must join again.
+    OwnerMoved { room: String, cores: Vec<usize> },
 }
 
 /// Where the bridge delivers: implemented by the layer above, which knows the cores.
@@ -180,6 +215,40 @@ impl Cluster {
             reply,
         })?;
         Ok(answer)
+    }
+
+    /// Sends a room request to the room's owner node, which may be this one. Queued even while
+    /// NATS is away: a room this node owns goes on; the others come back `Unreachable`.
+    pub fn to_owner(&self, room: &str, kind: u8, payload: Bytes) -> Result<(), Unavailable> {
+        let room = room.to_string();
+        self.push_always(Outgoing::ToOwner {
+            room,
+            kind,
+            payload,
+        })
+    }
+
+    /// Publishes a frame of a room this node owns on the room's subject, once for all nodes.
+    pub fn room_feed(&self, room: &str, kind: u8, payload: Bytes) -> Result<(), Unavailable> {
+        let room = room.to_string();
+        self.push(Outgoing::RoomFeed {
+            room,
+            kind,
+            payload,
+        })
+    }
+
+    /// Local core `core` now has members of `room` (`watch`), or has none any more.
+    pub fn watch_room(&self, room: &str, core: usize, watch: bool) {
+        let room = room.to_string();
+        let _ = self.push_always(Outgoing::WatchRoom { room, core, watch });
+    }
+
+    fn push_always(&self, outgoing: Outgoing) -> Result<(), Unavailable> {
+        self.queue.try_send(outgoing).map_err(|_| {
+            self.shared.counters.queue_full.bump();
+            Unavailable
+        })
     }
 
     /// Frees `name` if `member` still holds it. Queued even while NATS is away: the bridge

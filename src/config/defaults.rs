@@ -90,3 +90,5 @@ pub const CLUSTER_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub const CLUSTER_SUBJECT_PREFIX: &str = "uring-chat";
 /// The JetStream key-value bucket of the cluster's usernames.
 pub const CLUSTER_USERS_BUCKET: &str = "uring-chat-users";
+/// The JetStream key-value bucket that says which node owns each room (docs/CLUSTER.md).
+pub const CLUSTER_ROOMS_BUCKET: &str = "uring-chat-rooms";

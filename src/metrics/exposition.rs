@@ -63,7 +63,7 @@ struct Cluster(Arc<cluster::Shared>);
 /// Reads one of the bridge's counters.
 type ReadCluster = fn(&ClusterCounters) -> u64;
 
-const CLUSTER_COUNTERS: [(&str, &str, ReadCluster); 7] = [
+const CLUSTER_COUNTERS: [(&str, &str, ReadCluster); 9] = [
     (
         "uring_chat_cluster_published",
         "Messages this node published to the other nodes (a broadcast counts once).",
@@ -73,6 +73,16 @@ const CLUSTER_COUNTERS: [(&str, &str, ReadCluster); 7] = [
         "uring_chat_cluster_received",
         "Messages from other nodes handed to this node's cores.",
         |c| c.received.get(),
+    ),
+    (
+        "uring_chat_cluster_room_received",
+        "Messages that arrived on the subjects of rooms this node has members of.",
+        |c| c.room_received.get(),
+    ),
+    (
+        "uring_chat_cluster_rooms_moved",
+        "Rooms of a dead owner node that this node gave a new owner.",
+        |c| c.rooms_moved.get(),
     ),
     (
         "uring_chat_cluster_duplicates_dropped",
@@ -111,6 +121,15 @@ impl Collector for Cluster {
             help,
             MetricType::Gauge,
             |m| m.encode_gauge(&connected),
+        )?;
+        let subscriptions = self.0.counters.room_subscriptions.get() as i64;
+        let help = "Room subjects this node subscribes to: rooms with members on this node.";
+        metric(
+            &mut encoder,
+            "uring_chat_cluster_room_subscriptions",
+            help,
+            MetricType::Gauge,
+            |m| m.encode_gauge(&subscriptions),
         )?;
         for (name, help, read) in CLUSTER_COUNTERS {
             let total = read(&self.0.counters);

@@ -114,7 +114,7 @@ impl Server {
         let (cluster, bridge) = match config.nats.is_empty() {
             true => (None, None),
             false => {
-                let link = CoreLink::new(senders.clone(), directory.clone());
+                let link = CoreLink::new(senders.clone(), directory.clone(), node);
                 let (cluster, bridge) =
                     cluster::bridge::start(cluster_settings(&config, node), link)?;
                 (Some(cluster), Some(bridge))
@@ -267,6 +267,7 @@ fn cluster_settings(config: &Config, node: u32) -> cluster::Settings {
         tag: node,
         subject_prefix: defaults::CLUSTER_SUBJECT_PREFIX.into(),
         bucket: defaults::CLUSTER_USERS_BUCKET.into(),
+        rooms_bucket: defaults::CLUSTER_ROOMS_BUCKET.into(),
         heartbeat: defaults::CLUSTER_HEARTBEAT,
         missed_heartbeats: defaults::CLUSTER_MISSED_HEARTBEATS,
         queue: defaults::CLUSTER_QUEUE,

@@ -48,6 +48,16 @@ impl RoomDirectory {
         Ok(())
     }
 
+    /// Whether a join may go on without taking the name: the room is listed, or the server is
+    /// under its maximum. On a node of a cluster, where only the owner node lists a room.
+    pub fn may_admit(&self, room: &str) -> Result<(), Full> {
+        let rooms = self.lock();
+        match rooms.contains_key(room) || rooms.len() < self.max_rooms {
+            true => Ok(()),
+            false => Err(Full),
+        }
+    }
+
     /// Lists a room its owner creates, if it is not listed yet. No cap here: the join that creates
     /// a room was admitted, and a room dropped in between may come back over the cap by a few.
     pub fn list(&self, room: &RoomName) {

@@ -17,6 +17,11 @@
 //! the replay: no gap and no duplicate. Until the answer arrives the member is *pending* on its
 //! core and gets no live frames.
 //!
+//! In a cluster (docs/CLUSTER.md) a room also has an owner node; its owner core does the above for
+//! members on every node. Requests reach it through the bridges, and its frames and answers reach
+//! each other member node once, in one order, on the room's subject ([`wire`]); member cores check
+//! that seqs come gap-free and join their members again if not.
+//!
 //! - [`local`]: a core's own members of each room, and pending joins. (Each user's list of rooms is
 //!   in its session.)
 //! - [`owned`]: the rooms this core owns: seq, epoch, members, presence, idle expiry.
@@ -25,6 +30,7 @@
 //! - [`frames`]: the room frames of protocol v1.1.
 //! - [`routing`]: the shard's room paths: where each request and message goes, and what it does there.
 //! - [`requests`]: what the room frames from a client do.
+//! - [`wire`]: room messages as they cross between nodes of a cluster (docs/CLUSTER.md).
 
 pub mod directory;
 pub mod frames;
@@ -33,6 +39,7 @@ pub mod local;
 pub mod owned;
 pub mod requests;
 pub mod routing;
+pub mod wire;
 
 use std::sync::Arc;
 
@@ -51,19 +58,23 @@ pub type RoomName = Arc<str>;
 #[derive(Debug)]
 pub enum RoomMsg {
     /// Member's core to owner: add `user` (or answer again), replaying after `since` if given.
+    /// `restart`: the member's node saw the room change owner (docs/CLUSTER.md), so what it had
+    /// is of another epoch: the answer says `recovered: false` and replays all history holds.
     Join {
         room: RoomName,
         user: UserId,
         username: Arc<str>,
         since: Option<u64>,
         ticket: u64,
+        restart: bool,
     },
-    /// Owner to member's core: the join took effect; `frames` are the answer and the replay. A
-    /// leave may already have undone it: the answer is still delivered, in order.
+    /// Owner to member's core: the join took effect at the room's `seq`; `frames` are the answer
+    /// and the replay. A leave may already have undone it: the answer is still delivered, in order.
     Joined {
         room: RoomName,
         user: UserId,
         ticket: u64,
+        seq: u64,
         frames: Vec<Bytes>,
     },
     /// Member's core to owner: `user` left (`answer`: send the `leave_response`, which then
@@ -80,8 +91,26 @@ pub enum RoomMsg {
         user: UserId,
         body: Bytes,
     },
-    /// Owner to a core with members: a stamped message or a presence frame for them.
-    Frame { room: RoomName, frame: Bytes },
+    /// Owner to a core with members: a stamped message (`seq`) or a presence frame (`seq` 0).
+    Frame {
+        room: RoomName,
+        seq: u64,
+        frame: Bytes,
+    },
+    /// Owner to member's core: `user`'s leave took effect; it gets its `leave_response`.
+    LeaveAnswered { room: RoomName, user: UserId },
+    /// Cluster to member's core: a request for a room owned by another node could not be sent
+    /// (`CLUSTER_UNAVAILABLE`). `ticket`: the join that did not happen; `answer`: a leave whose
+    /// answer will not come.
+    Refused {
+        room: RoomName,
+        user: UserId,
+        ticket: Option<u64>,
+        answer: bool,
+    },
+    /// Cluster to member's core: the room's owner node died and another took it over; every
+    /// member here joins again.
+    Rejoin { room: RoomName },
     /// Member's core to owner: a page of the member list for `user`.
     Members {
         room: RoomName,

@@ -56,9 +56,12 @@ struct OwnedRoom {
     /// Member names, for `join_response` and `members` pages. A plain map: the owner never fans
     /// out over it (each core has its own roster for that), and a map entry is half a roster's.
     members: HashMap<UserId, Arc<str>>,
-    /// Members per core, and the cores with any: where each message is sent.
+    /// Members per core of this node, and the cores with any: where each message is sent.
     members_on: Vec<u32>,
     cores_with_members: Vec<usize>,
+    /// In a cluster: members per other node (by tag). Any at all: each message is published
+    /// once on the room's subject.
+    members_elsewhere: Vec<(u32, u32)>,
     presence: PresenceBatch,
     presence_sent: Instant,
     /// Set while the room has no members: it is dropped `--room-idle-ttl` after.
@@ -72,6 +75,8 @@ pub type JoinFrames = Vec<Bytes>;
 
 pub struct OwnedRooms {
     core: usize,
+    /// This node's tag: members with another are on other nodes.
+    node: u32,
     cores: usize,
     limits: OwnerLimits,
     directory: Arc<RoomDirectory>,
@@ -88,9 +93,11 @@ pub struct OwnedRooms {
 }
 
 impl OwnedRooms {
+    /// `clustered`: epochs name the node too, since rooms move between nodes.
     pub fn new(
         core: usize,
         cores: usize,
+        node: (u32, bool),
         limits: OwnerLimits,
         directory: Arc<RoomDirectory>,
         counters: Arc<ChatCounters>,
@@ -98,8 +105,14 @@ impl OwnedRooms {
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
+        let (node, clustered) = node;
+        let epoch_prefix = match clustered {
+            true => format!("{started:x}-{node:08x}-{core}-"),
+            false => format!("{started:x}-{core}-"),
+        };
         OwnedRooms {
             core,
+            node,
             cores,
             ledger: Ledger::new(limits.history_budget),
             limits,
@@ -108,31 +121,40 @@ impl OwnedRooms {
             rooms: HashMap::new(),
             presence_due: Vec::new(),
             empty: Vec::new(),
-            epoch_prefix: format!("{started:x}-{core}-"),
+            epoch_prefix,
             created: 0,
         }
     }
 
-    /// Adds `user` (on core `user.core()`) to `room`, creating the room on first join, and returns
-    /// what the member gets: the `join_response` and the replay after `since`. Repeating a join
-    /// answers again. (`--max-rooms` was checked on the member's core.)
+    /// Adds `user` (on core `user.core()` of node `user.node()`) to `room`, creating the room on
+    /// first join, and returns what the member gets: the `join_response` and the replay after
+    /// `since` (all history holds, and `recovered: false`, on a `restart`), with the room's seq.
+    /// Repeating a join answers again. (`--max-rooms` was checked on the member's core.)
     pub fn join(
         &mut self,
         room: &RoomName,
         user: UserId,
         username: &Arc<str>,
         since: Option<u64>,
-    ) -> JoinFrames {
+        restart: bool,
+    ) -> (JoinFrames, u64) {
         if !self.rooms.contains_key(room) {
             self.create(room);
         }
         let state = self.rooms.get_mut(room).expect("created above");
         if state.members.insert(user, username.clone()).is_none() {
             self.counters.memberships.add(1);
-            let core = user.core();
-            state.members_on[core] += 1;
-            if state.members_on[core] == 1 {
-                state.cores_with_members.push(core);
+            if user.node() == self.node {
+                let core = user.core();
+                state.members_on[core] += 1;
+                if state.members_on[core] == 1 {
+                    state.cores_with_members.push(core);
+                }
+            } else {
+                match (state.members_elsewhere.iter_mut()).find(|(n, _)| *n == user.node()) {
+                    Some((_, count)) => *count += 1,
+                    None => state.members_elsewhere.push((user.node(), 1)),
+                }
             }
             state.empty_since = None;
             if state.presence.is_empty() {
@@ -141,12 +163,13 @@ impl OwnedRooms {
             state.presence.joined(user, username);
             self.directory.set_member_count(room, state.members.len());
         }
-        let (replay, recovered) = match since {
-            Some(since) => {
+        let (replay, recovered) = match (since, restart) {
+            (_, true) => (state.history.after(0, state.seq).0, Some(false)),
+            (Some(since), false) => {
                 let (frames, recovered) = state.history.after(since, state.seq);
                 (frames, Some(recovered))
             }
-            None => (Vec::new(), None),
+            (None, false) => (Vec::new(), None),
         };
         let members = page(&state.members, 0, self.limits.list_limit);
         let answer = frames::join_response(&JoinAnswer {
@@ -160,7 +183,7 @@ impl OwnedRooms {
         let mut out = Vec::with_capacity(1 + replay.len());
         out.push(answer);
         out.extend(replay);
-        out
+        (out, state.seq)
     }
 
     fn create(&mut self, room: &RoomName) {
@@ -177,6 +200,7 @@ impl OwnedRooms {
                 members: HashMap::new(),
                 members_on: vec![0; self.cores],
                 cores_with_members: Vec::new(),
+                members_elsewhere: Vec::new(),
                 presence: PresenceBatch::new(self.limits.presence_names),
                 presence_sent: Instant::now(),
                 empty_since: None,
@@ -194,10 +218,19 @@ impl OwnedRooms {
             return;
         }
         self.counters.memberships.add(-1);
-        let core = user.core();
-        state.members_on[core] -= 1;
-        if state.members_on[core] == 0 {
-            state.cores_with_members.retain(|&c| c != core);
+        if user.node() == self.node {
+            let core = user.core();
+            state.members_on[core] -= 1;
+            if state.members_on[core] == 0 {
+                state.cores_with_members.retain(|&c| c != core);
+            }
+        } else if let Some(at) =
+            (state.members_elsewhere.iter()).position(|&(n, _)| n == user.node())
+        {
+            state.members_elsewhere[at].1 -= 1;
+            if state.members_elsewhere[at].1 == 0 {
+                state.members_elsewhere.swap_remove(at);
+            }
         }
         if state.presence.is_empty() {
             self.presence_due.push(room.clone());
@@ -215,26 +248,28 @@ impl OwnedRooms {
         }
     }
 
-    /// Stamps a message from `user` with the room's next seq and keeps it in history. `None` when
-    /// `user` is not a member (a join the owner refused, or a leave that crossed the post).
-    pub fn post(&mut self, room: &RoomName, user: UserId, body: &[u8]) -> Option<Bytes> {
+    /// Stamps a message from `user` with the room's next seq and keeps it in history; returns the
+    /// seq and the frame. `None` when `user` is not a member (a join the owner refused, or a leave
+    /// that crossed the post).
+    pub fn post(&mut self, room: &RoomName, user: UserId, body: &[u8]) -> Option<(u64, Bytes)> {
         let state = self.rooms.get_mut(room)?;
         if !state.members.contains_key(&user) {
             return None;
         }
         state.seq += 1;
-        let frame = protocol::stamp_room_chat(body, state.seq);
+        let seq = state.seq;
+        let frame = protocol::stamp_room_chat(body, seq);
         let freed = state.history.push(
-            state.seq,
+            seq,
             frame.clone(),
             self.limits.history_messages,
             self.limits.history_bytes,
         );
-        self.ledger.added(room.clone(), state.seq, frame.len());
+        self.ledger.added(room.clone(), seq, frame.len());
         self.ledger.freed(freed);
         self.enforce_budget();
         self.counters.history_bytes.set(self.ledger.bytes() as i64);
-        Some(frame)
+        Some((seq, frame))
     }
 
     /// The cores that have members of `room`.
@@ -242,6 +277,13 @@ impl OwnedRooms {
         self.rooms
             .get(room)
             .map_or(&[], |state| &state.cores_with_members)
+    }
+
+    /// Whether `room` has members on other nodes.
+    pub fn has_members_elsewhere(&self, room: &str) -> bool {
+        self.rooms
+            .get(room)
+            .is_some_and(|state| !state.members_elsewhere.is_empty())
     }
 
     /// A `member_list` page for a member of `room`, or `NOT_IN_ROOM`.
