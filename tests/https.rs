@@ -16,7 +16,7 @@ use serde_json::json;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::protocol::frame::Frame;
 
-use common::tls::{connect, https_get, Pki};
+use common::tls::{connect, https_get, read_to_close, Pki};
 use common::ws::{Retrying, WsClient};
 use common::{content_of, eventually, READ_TIMEOUT};
 
@@ -78,23 +78,6 @@ fn next_line(client: &mut BufReader<TlsStream>) -> String {
         assert!(client.read_line(&mut line).expect("a line") > 0, "closed");
         if !line.starts_with(r#"{"type":"presence""#) {
             return line;
-        }
-    }
-}
-
-/// Reads until EOF (or a reset); everything that came. A signal's EINTR (the server shares the
-/// test process) is retried.
-fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
-    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-    let mut got = Vec::new();
-    let mut chunk = [0; 4096];
-    loop {
-        match stream.read(&mut chunk) {
-            Ok(0) => return got,
-            Ok(n) => got.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => panic!("expected a close, got {e}"),
         }
     }
 }

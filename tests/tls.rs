@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -14,30 +14,14 @@ use rustls::pki_types::CertificateDer;
 use uring_chat::config::{Config, TlsFiles};
 use uring_chat::server::Server;
 
-use common::tls::{client_config, Pki};
-use common::{chat, eventually, Client, TestServer, READ_TIMEOUT};
+use common::tls::{client_config, read_to_close, Pki};
+use common::{chat, eventually, Client, TestServer};
 
 /// `uring_chat_connections_closed_total{reason}` from a scrape.
 fn closed(server: &TestServer, reason: &str) -> f64 {
     server.metric(&format!(
         "uring_chat_connections_closed_total{{reason=\"{reason}\"}}"
     ))
-}
-
-/// Reads until EOF (or a reset); everything that came.
-fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
-    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-    let mut got = Vec::new();
-    let mut chunk = [0; 4096];
-    loop {
-        match stream.read(&mut chunk) {
-            Ok(0) => return got,
-            Ok(n) => got.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => panic!("expected a close, got {e}"),
-        }
-    }
 }
 
 #[test]

@@ -143,3 +143,20 @@ pub fn https_get_with(addr: SocketAddr, config: Arc<ClientConfig>, path: &str) -
         .expect("an answer, then close_notify");
     answer
 }
+
+/// Reads until EOF (or a reset); everything that came. A signal's EINTR (the server shares the
+/// test process) is retried.
+pub fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
+    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => panic!("expected a close, got {e}"),
+        }
+    }
+}
