@@ -449,27 +449,7 @@ fn promtool_accepts_a_cluster_nodes_scrape() {
     let answer = a.get("/metrics");
     let (_, body) = answer.split_once("\r\n\r\n").unwrap();
     assert!(body.contains("uring_chat_cluster_connected 1"), "{body}");
-    let mut check = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let outcome = check.wait_with_output().unwrap();
-    assert!(
-        outcome.status.success() && outcome.stdout.is_empty() && outcome.stderr.is_empty(),
-        "promtool check metrics: {}{}\n{body}",
-        String::from_utf8_lossy(&outcome.stdout),
-        String::from_utf8_lossy(&outcome.stderr)
-    );
+    common::assert_promtool_accepts(body);
     assert!(
         b.metric("uring_chat_cluster_received_total") >= 1,
         "the broadcast, at least"

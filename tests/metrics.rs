@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::ws::WsClient;
@@ -344,26 +344,7 @@ fn promtool_accepts_a_real_scrape() {
     alice.send("not json");
     alice.expect_error("INVALID_MESSAGE");
     let (_, body) = get(http, "/metrics");
-    let mut check = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let outcome = check.wait_with_output().unwrap();
-    assert!(
-        outcome.status.success() && outcome.stdout.is_empty() && outcome.stderr.is_empty(),
-        "promtool check metrics: {}{}\n{body}",
-        String::from_utf8_lossy(&outcome.stdout),
-        String::from_utf8_lossy(&outcome.stderr)
-    );
+    common::assert_promtool_accepts(&body);
 }
 
 /// WebSocket clients are counted under `transport="ws"`: connections open, frames each way by

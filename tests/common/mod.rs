@@ -500,3 +500,29 @@ impl Client {
         frame
     }
 }
+
+/// Asserts that `promtool check metrics` (Debian's `prometheus`) finds nothing to say about a
+/// scrape's body.
+pub fn assert_promtool_accepts(body: &str) {
+    use std::process::{Command, Stdio};
+    let mut check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (apt-get install prometheus)");
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let outcome = check.wait_with_output().unwrap();
+    assert!(
+        outcome.status.success() && outcome.stdout.is_empty() && outcome.stderr.is_empty(),
+        "promtool check metrics: {}{}\n{body}",
+        String::from_utf8_lossy(&outcome.stdout),
+        String::from_utf8_lossy(&outcome.stderr)
+    );
+}
