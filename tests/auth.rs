@@ -73,12 +73,13 @@ fn login(server: &TestServer, name: &str, token: &str) -> Client {
     client
 }
 
-/// Sends a login with `token` and expects `code`, then the server's close.
-fn refused(server: &TestServer, name: &str, token: &str, code: &str) {
+/// Sends a login with `token` and expects `code`, then the server's close; the error's reason.
+fn refused(server: &TestServer, name: &str, token: &str, code: &str) -> String {
     let mut client = server.connect();
     client.send(&connect_frame(name, token));
     let reason = client.expect_error(code);
     assert!(client.expect_closed().is_empty(), "nothing after {reason}");
+    reason["content"].as_str().unwrap_or_default().to_string()
 }
 
 #[test]
@@ -113,11 +114,14 @@ fn a_login_without_a_token_gets_auth_required_and_a_close() {
 fn expired_and_not_yet_valid_tokens_fail_outside_the_leeway() {
     let server = hs256_server();
     let expired = claims("u", json!({"exp": now() - 120}));
-    refused(&server, "alice", &hs256(&expired), "AUTH_FAILED");
+    let reason = refused(&server, "alice", &hs256(&expired), "AUTH_FAILED");
+    assert_eq!(reason, "the token has expired");
     let early = claims("u", json!({"nbf": now() + 120}));
-    refused(&server, "alice", &hs256(&early), "AUTH_FAILED");
+    let reason = refused(&server, "alice", &hs256(&early), "AUTH_FAILED");
+    assert_eq!(reason, "the token is not valid yet (nbf)");
     let no_exp = claims("u", json!({"exp": null}));
-    refused(&server, "alice", &hs256(&no_exp), "AUTH_FAILED");
+    let reason = refused(&server, "alice", &hs256(&no_exp), "AUTH_FAILED");
+    assert_eq!(reason, "the token has no `exp` claim");
     let no_sub = claims("u", json!({"sub": null}));
     refused(&server, "alice", &hs256(&no_sub), "AUTH_FAILED");
     // Within the 30 s leeway both pass: clocks a few seconds apart still agree.
@@ -130,11 +134,15 @@ fn forged_tokens_fail_a_wrong_secret_alg_none_and_rs256_against_the_secret() {
     let server = hs256_server();
     let claims = claims("u", json!({}));
     let other = EncodingKey::from_secret(b"another secret, equally long and wrong").unwrap();
-    refused(
+    let reason = refused(
         &server,
         "alice",
         &sign(Algorithm::HS256, &other, &claims),
         "AUTH_FAILED",
+    );
+    assert_eq!(
+        reason,
+        "the token's signature does not match the server's key"
     );
 
     // `{"alg":"none","typ":"JWT"}` in base64url, over a valid token's claims, with no signature.

@@ -98,6 +98,12 @@ function onLoginReply(frame) {
       // Our previous connection still holds the name until the server notices it is gone.
       closeNotice = `The server still holds ${name} for the old connection.`;
       connection.retryLater();
+    } else if (chat.me !== null && (code === "AUTH_FAILED" || code === "AUTH_REQUIRED")) {
+      // The token in the address expired (or the server's key changed) while we were away: the
+      // same token will never work again, so stop retrying and say what would.
+      connection.stop();
+      chat.offline();
+      view.status("offline", `${serverSays(frame)} Open the page again with a new token to reconnect.`);
     } else if (chat.me === null) {
       connection.stop();
       const reason = {

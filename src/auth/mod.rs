@@ -113,7 +113,7 @@ impl Verifier {
     /// Checks `token` for a login as `name`. The error is the reason for `AUTH_FAILED`.
     pub fn verify(&self, token: &str, name: &str) -> Result<Grant, String> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|e| format!("invalid token: {e}"))?;
+            .map_err(|e| refusal(&e))?;
         let claims = data.claims;
         if claims
             .name
@@ -129,6 +129,22 @@ impl Verifier {
                 .map(|rooms| rooms.iter().map(|r| RoomPattern::parse(r)).collect()),
             rate: claims.rate,
         })
+    }
+}
+
+/// Why a token was refused, in words a user can act on (the crate's own names, such as
+/// `ExpiredSignature`, are for programmers).
+fn refusal(error: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match error.kind() {
+        ErrorKind::ExpiredSignature => "the token has expired".into(),
+        ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)".into(),
+        ErrorKind::InvalidSignature => {
+            "the token's signature does not match the server's key".into()
+        }
+        ErrorKind::InvalidAlgorithm => "the token's algorithm is not the server key's".into(),
+        ErrorKind::MissingRequiredClaim(claim) => format!("the token has no `{claim}` claim"),
+        _ => format!("invalid token: {error}"),
     }
 }
 

@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod https;
+mod token;
 mod webdriver;
 
 use std::io::{Read, Write};
