@@ -6,7 +6,7 @@
 #     fragmentation, invalid UTF-8, the closing handshake) against the real chat `/ws`.
 # Fails unless every case is OK, NON-STRICT or INFORMATIONAL; writes docs/AUTOBAHN.md.
 #
-#   bash scripts/autobahn.sh [path/to/uring-chat]   (default: builds and uses target/debug)
+#   bash scripts/autobahn.sh [path/to/uring-chat]   (default: builds and uses the debug build in ${CARGO_TARGET_DIR:-target})
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,7 +22,7 @@ fi
 binary="${1:-}"
 if [[ -z "$binary" ]]; then
     cargo build -q --locked --bin uring-chat
-    binary=target/debug/uring-chat
+    binary=${CARGO_TARGET_DIR:-target}/debug/uring-chat
 fi
 # The cases of run 2: every case of groups 2-7 that completes no message (found by running groups
 # 2-7 against chat mode: the others all expect an echo).
