@@ -18,24 +18,7 @@ fn start_server() -> uring_chat::server::Server {
 
 /// `common::small_run`'s shape with `--hosts` instead of `--port`.
 fn hosts_run(hosts: &str, extra: &[&str]) -> loadgen::Report {
-    let mut args = vec![
-        "loadgen",
-        "--hosts",
-        hosts,
-        "--clients",
-        "50",
-        "--threads",
-        "2",
-        "--rate",
-        "50",
-        "--duration",
-        "1s",
-        "--warmup",
-        "200ms",
-        "--quiet",
-    ];
-    args.extend_from_slice(extra);
-    let opts = <loadgen::Options as clap::Parser>::try_parse_from(args).unwrap();
+    let opts = common::small_run_against(&["--hosts", hosts], extra);
     loadgen::run(&opts).expect("loadgen run")
 }
 

@@ -129,11 +129,14 @@ pub fn schema_property_names(schema: &Value) -> Vec<String> {
 /// Options for a small, short end-to-end run (50 clients, 50 msg/s for 1 s) against `port`, with
 /// `extra` flags appended (later flags win).
 pub fn small_run(port: u16, extra: &[&str]) -> loadgen::Options {
-    let port = port.to_string();
-    let mut args = vec![
-        "loadgen",
-        "--port",
-        &port,
+    small_run_against(&["--port", &port.to_string()], extra)
+}
+
+/// The same small run against `target` (`["--port", P]` or `["--hosts", LIST]`).
+pub fn small_run_against(target: &[&str], extra: &[&str]) -> loadgen::Options {
+    let mut args = vec!["loadgen"];
+    args.extend_from_slice(target);
+    args.extend_from_slice(&[
         "--clients",
         "50",
         "--threads",
@@ -145,7 +148,7 @@ pub fn small_run(port: u16, extra: &[&str]) -> loadgen::Options {
         "--warmup",
         "200ms",
         "--quiet",
-    ];
+    ]);
     args.extend_from_slice(extra);
     <loadgen::Options as clap::Parser>::try_parse_from(args).unwrap()
 }
