@@ -12,8 +12,6 @@ use loadgen::receive::{self, Ctx};
 use loadgen::stats::{Shared, ThreadStats, Window};
 use loadgen::tls::TlsClient;
 use loadgen::Transport;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -87,19 +85,7 @@ fn login_delivery_pings_and_close_over_websocket() {
 #[test]
 fn login_delivery_pings_and_close_over_websocket_over_tls() {
     let pki = common::pki::Pki::new("wss");
-    let files = pki.files();
-    let chain = CertificateDer::pem_file_iter(&files.cert)
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_file(&files.key).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
+    let config = pki.server_config();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let target = listener.local_addr().unwrap();
     let server = std::thread::spawn(move || {
