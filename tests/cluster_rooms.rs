@@ -6,22 +6,11 @@
 
 mod common;
 
-use std::collections::HashMap;
-
 use common::cluster::{Nats, Node};
 use common::Client;
 use serde_json::{json, Value};
 use uring_chat::cluster::names;
 use uring_chat::cluster::owners::rendezvous;
-
-/// (seq, senderID, content) of a room chat frame.
-fn message(frame: &Value) -> (u64, String, String) {
-    (
-        frame["seq"].as_u64().expect("room messages carry a seq"),
-        frame["senderID"].as_str().unwrap().to_string(),
-        frame["content"].as_str().unwrap().to_string(),
-    )
-}
 
 /// A room name that the rendezvous hash gives to `winner` among the running `nodes`: it wins
 /// among any of them too, so whichever the placing node has heard of yet, the owner is `winner`.
@@ -74,23 +63,7 @@ fn a_room_spans_three_nodes_in_one_order() {
     let total = EACH * posters.len();
     let mut orders = Vec::new();
     for member in &mut members {
-        let received: Vec<_> = (0..total)
-            .map(|_| message(&member.next_room_chat()))
-            .collect();
-        let seqs: Vec<u64> = received.iter().map(|m| m.0).collect();
-        assert_eq!(
-            seqs,
-            (1..=total as u64).collect::<Vec<_>>(),
-            "{}: gap-free, in order",
-            member.username
-        );
-        let mut next: HashMap<String, usize> = HashMap::new();
-        for (_, sender, content) in &received {
-            let n: usize = content.split(':').nth(1).unwrap().parse().unwrap();
-            let expected = next.entry(sender.clone()).or_default();
-            assert_eq!(n, *expected, "per-sender order from {sender}");
-            *expected += 1;
-        }
+        let received = member.room_messages_in_one_order(total);
         member.ping("nothing more");
         orders.push(received);
     }

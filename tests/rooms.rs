@@ -6,8 +6,8 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{content_of, Client, Over, TestServer};
-use serde_json::{json, Value};
+use common::{content_of, room_message, Client, Over, TestServer};
+use serde_json::json;
 use uring_chat::chat::rooms::owner_core;
 use uring_chat::config::Config;
 
@@ -32,15 +32,6 @@ fn start(over: Over, adjust: impl FnOnce(&mut Config)) -> TestServer {
     })
 }
 
-/// (seq, senderID, content) of a room chat frame.
-fn message(frame: &Value) -> (u64, String, String) {
-    (
-        frame["seq"].as_u64().expect("room messages carry a seq"),
-        frame["senderID"].as_str().unwrap().to_string(),
-        frame["content"].as_str().unwrap().to_string(),
-    )
-}
-
 /// Every member, on either core, gets every message once, in one order with seq rising by one,
 /// its own messages included; each sender's messages keep their order.
 fn members_on_both_cores_get_every_message_once_in_one_order(over: Over) {
@@ -63,22 +54,7 @@ fn members_on_both_cores_get_every_message_once_in_one_order(over: Over) {
     let total = EACH * posters.len();
     let mut orders: Vec<Vec<(u64, String, String)>> = Vec::new();
     for member in &mut members {
-        let received: Vec<_> = (0..total)
-            .map(|_| message(&member.next_room_chat()))
-            .collect();
-        let seqs: Vec<u64> = received.iter().map(|m| m.0).collect();
-        assert_eq!(
-            seqs,
-            (1..=total as u64).collect::<Vec<_>>(),
-            "gap-free, in order"
-        );
-        let mut next: HashMap<String, usize> = HashMap::new();
-        for (_, sender, content) in &received {
-            let n: usize = content.split(':').nth(1).unwrap().parse().unwrap();
-            let expected = next.entry(sender.clone()).or_default();
-            assert_eq!(n, *expected, "per-sender order from {sender}");
-            *expected += 1;
-        }
+        let received = member.room_messages_in_one_order(total);
         orders.push(received);
         member.ping("nothing more");
     }
@@ -147,7 +123,7 @@ fn a_reconnecting_member_recovers_without_gap_or_duplicate(over: Over) {
         poster.post("live", &n.to_string());
     }
     for n in 1..=BEFORE {
-        assert_eq!(message(&watcher.next_room_chat()).0, n);
+        assert_eq!(room_message(&watcher.next_room_chat()).0, n);
     }
     drop(watcher);
 
@@ -167,7 +143,7 @@ fn a_reconnecting_member_recovers_without_gap_or_duplicate(over: Over) {
     assert_eq!(joined["recovered"], true, "{joined}");
     let mut seen: Vec<u64> = Vec::new();
     while seen.last().copied().unwrap_or(BEFORE) < BEFORE + AFTER {
-        let (seq, _, content) = message(&back.next_room_chat());
+        let (seq, _, content) = room_message(&back.next_room_chat());
         assert_eq!(content, seq.to_string(), "the message stamped {seq}");
         seen.push(seq);
     }
@@ -194,7 +170,9 @@ fn a_since_older_than_history_gets_what_is_held(over: Over) {
     let joined = late.join_collecting("old", Some(5), &mut replay);
     assert_eq!(joined["recovered"], false, "{joined}");
     assert_eq!(joined["seq"], 30);
-    let seqs: Vec<u64> = (0..10).map(|_| message(&late.next_room_chat()).0).collect();
+    let seqs: Vec<u64> = (0..10)
+        .map(|_| room_message(&late.next_room_chat()).0)
+        .collect();
     assert_eq!(seqs, (21..=30).collect::<Vec<_>>(), "the last ten are held");
     let whole = late.join("old", Some(30));
     assert_eq!(

@@ -499,6 +499,38 @@ impl Client {
         assert!(frame["room"].is_string(), "a room message: {frame}");
         frame
     }
+
+    /// The next `count` room messages as (seq, senderID, content), asserting what every member of
+    /// a room must see: seqs gap-free from 1, and each sender's `"<poster>:<n>"` contents in order.
+    pub fn room_messages_in_one_order(&mut self, count: usize) -> Vec<(u64, String, String)> {
+        let who = self.username.clone();
+        let received: Vec<_> = (0..count)
+            .map(|_| room_message(&self.next_room_chat()))
+            .collect();
+        let seqs: Vec<u64> = received.iter().map(|m| m.0).collect();
+        assert_eq!(
+            seqs,
+            (1..=count as u64).collect::<Vec<_>>(),
+            "{who}: gap-free, in order"
+        );
+        let mut next: std::collections::HashMap<&str, usize> = Default::default();
+        for (_, sender, content) in &received {
+            let n: usize = content.split(':').nth(1).unwrap().parse().unwrap();
+            let expected = next.entry(sender).or_default();
+            assert_eq!(n, *expected, "{who}: per-sender order from {sender}");
+            *expected += 1;
+        }
+        received
+    }
+}
+
+/// (seq, senderID, content) of a room chat frame.
+pub fn room_message(frame: &Value) -> (u64, String, String) {
+    (
+        frame["seq"].as_u64().expect("room messages carry a seq"),
+        frame["senderID"].as_str().unwrap().to_string(),
+        frame["content"].as_str().unwrap().to_string(),
+    )
 }
 
 /// Asserts that `promtool check metrics` (Debian's `prometheus`) finds nothing to say about a
